@@ -1,0 +1,213 @@
+#include "actors/gateway.hpp"
+
+#include "actors/messages.hpp"
+#include "protocol/native.hpp"
+#include "protocol/publish_request.hpp"
+#include "protocol/uri.hpp"
+
+#include <caf/all.hpp>
+
+#include <cstdio>
+#include <random>
+
+namespace tidings::actors {
+
+namespace {
+
+using transport::http_response;
+using protocol::error_code;
+
+http_response json_reply(unsigned status, std::string body) {
+  http_response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+http_response error_reply(error_code code, std::string_view detail = {}) {
+  auto status = protocol::describe(code).http_status;
+  auto r = json_reply(status, protocol::encode_http_error(code, detail));
+  if (status == 401)
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+// Compares without an early exit, so the time taken does not reveal how
+// much of a guessed key was right (the length may show; keys are long).
+bool same_secret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size())
+    return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string json_string_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i)
+      out += ',';
+    protocol::append_json_string(out, items[i]);
+  }
+  out += ']';
+  return out;
+}
+
+/// The handler a session talks to: forwards to the connection actor.
+class actor_handler : public transport::connection_handler {
+public:
+  explicit actor_handler(caf::actor conn) : conn_(std::move(conn)) {}
+  void on_message(std::string msg) override {
+    caf::anon_send(conn_, text_atom::value, std::move(msg));
+  }
+  void on_closed() override {
+    caf::anon_send(conn_, closed_atom::value);
+  }
+
+private:
+  caf::actor conn_;
+};
+
+/// For sessions refused before an actor existed (bad token in the query).
+class closed_handler : public transport::connection_handler {
+public:
+  void on_message(std::string) override {}
+  void on_closed() override {}
+};
+
+} // namespace
+
+gateway::gateway(caf::actor_system& sys, caf::actor directory,
+                 node_state& node, gateway_config cfg)
+  : sys_(sys), directory_(std::move(directory)), node_(node),
+    cfg_(std::move(cfg)) {
+  // Connection ids are unique across restarts: a random per-process prefix
+  // and a counter.
+  std::random_device rd;
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%08x", rd());
+  conn_prefix_ = buf;
+}
+
+std::optional<protocol::claims>
+gateway::bearer_claims(const std::string& header) {
+  auto tok = protocol::bearer_token(header);
+  if (!tok)
+    return std::nullopt;
+  auto res = protocol::verify_jwt(*tok, *cfg_.conn->key, cfg_.conn->policy,
+                                  unix_now());
+  if (!res)
+    return std::nullopt;
+  return std::move(*res);
+}
+
+void gateway::handle_http(transport::http_request req,
+                          transport::http_responder respond) {
+  auto [path, query] = protocol::split_target(req.target);
+  bool get = req.method == "GET";
+  if (path == "/healthz") {
+    if (!get)
+      return respond(error_reply(error_code::method_not_allowed));
+    return respond(json_reply(200, "{\"status\":\"ok\"}"));
+  }
+  if (path == "/metrics") {
+    if (!get)
+      return respond(error_reply(error_code::method_not_allowed));
+    http_response r;
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = node_.render_metrics();
+    if (cfg_.extra_metrics)
+      r.body += cfg_.extra_metrics();
+    return respond(std::move(r));
+  }
+  if (path == "/api/v1/publish") {
+    if (req.method != "POST")
+      return respond(error_reply(error_code::method_not_allowed));
+    return publish(req, respond);
+  }
+  if (path == "/api/v1/ws/stats" || path == "/api/v1/ws/rooms") {
+    if (!get)
+      return respond(error_reply(error_code::method_not_allowed));
+    auto who = bearer_claims(req.authorization);
+    if (!who)
+      return respond(error_reply(error_code::unauthorized));
+    if (path == "/api/v1/ws/stats") {
+      std::string body = "{\"total_connections\":"
+                         + std::to_string(node_.total_connections())
+                         + ",\"user_connections\":"
+                         + std::to_string(node_.user_connections(who->sub))
+                         + ",\"active_rooms\":"
+                         + std::to_string(node_.active_room_count()) + "}";
+      return respond(json_reply(200, std::move(body)));
+    }
+    auto rooms = who->admin ? node_.active_rooms() : node_.user_rooms(who->sub);
+    std::string body = "{\"active_rooms\":" + json_string_array(rooms)
+                       + ",\"total_rooms\":" + std::to_string(rooms.size())
+                       + "}";
+    return respond(json_reply(200, std::move(body)));
+  }
+  respond(error_reply(error_code::not_found));
+}
+
+void gateway::publish(transport::http_request& req,
+                      transport::http_responder& respond) {
+  auto key = protocol::bearer_token(req.authorization);
+  if (cfg_.api_key.empty() || !key || !same_secret(*key, cfg_.api_key))
+    return respond(error_reply(error_code::unauthorized));
+  auto parsed = protocol::parse_publish_request(req.body);
+  if (auto* err = std::get_if<protocol::request_error>(&parsed))
+    return respond(error_reply(err->code, err->detail));
+  auto pub = std::get<protocol::publish_request>(std::move(parsed));
+  auto room = pub.room.str();
+  // A short-lived actor waits for the commit so no I/O thread blocks.
+  sys_.spawn([dir = directory_, pub = std::move(pub), room,
+              respond = std::move(respond)](caf::event_based_actor* self) {
+    self
+      ->request(dir, std::chrono::seconds(10), publish_atom::value,
+                std::move(pub))
+      .then(
+        [=](std::uint64_t offset) {
+          std::string body = "{\"room_id\":";
+          protocol::append_json_string(body, room);
+          body += ",\"offset\":" + std::to_string(offset) + "}";
+          respond(json_reply(200, std::move(body)));
+        },
+        [=](caf::error&) { respond(error_reply(error_code::unavailable)); });
+  });
+}
+
+std::optional<transport::http_response>
+gateway::check_upgrade(const transport::http_request& req) {
+  auto [path, query] = protocol::split_target(req.target);
+  if (path == "/api/v1/ws")
+    return std::nullopt;
+  return error_reply(error_code::not_found);
+}
+
+std::shared_ptr<transport::connection_handler>
+gateway::open(const transport::http_request& req,
+              std::shared_ptr<transport::frame_sink> sink) {
+  connection_args args;
+  args.conn_id = next_conn_.fetch_add(1, std::memory_order_relaxed);
+  args.connection_id = conn_prefix_ + "-" + std::to_string(args.conn_id);
+  args.sink = sink;
+  auto [path, query] = protocol::split_target(req.target);
+  if (auto token = protocol::query_param(query, "token");
+      token && !token->empty()) {
+    auto res = protocol::verify_jwt(*token, *cfg_.conn->key, cfg_.conn->policy,
+                                    unix_now());
+    if (!res) {
+      node_.counters.auth_failures.fetch_add(1, std::memory_order_relaxed);
+      const auto& e = protocol::describe(protocol::close_reason::invalid_token);
+      sink->close(static_cast<std::uint16_t>(e.code), e.reason);
+      return std::make_shared<closed_handler>();
+    }
+    args.claims = std::move(*res);
+  }
+  auto conn = spawn_connection(sys_, std::move(args), directory_, node_,
+                               cfg_.conn);
+  return std::make_shared<actor_handler>(std::move(conn));
+}
+
+} // namespace tidings::actors

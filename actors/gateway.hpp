@@ -1,0 +1,64 @@
+// The application behind the transport: routes HTTP requests to the API and
+// turns each WebSocket session into a connection actor. Called on transport
+// I/O threads; it never blocks them: anything that needs an actor's answer
+// runs in a short-lived actor that completes the responder.
+//
+// Endpoints:
+//   GET  /healthz              200 {"status":"ok"}
+//   GET  /metrics              Prometheus text
+//   POST /api/v1/publish       Bearer <api key>; body → {"room_id","offset"}
+//   GET  /api/v1/ws/stats      Bearer <JWT> → {"total_connections",
+//                              "user_connections","active_rooms"}
+//   GET  /api/v1/ws/rooms      Bearer <JWT> → {"active_rooms":[…],
+//                              "total_rooms"} (admins: all; others: own)
+//   WS   /api/v1/ws[?token=]   the native protocol (protocol/native.hpp)
+#pragma once
+
+#include "actors/connection.hpp"
+#include "actors/node_state.hpp"
+#include "transport/seam.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace tidings::actors {
+
+struct gateway_config {
+  std::shared_ptr<const connection_config> conn;
+  std::string api_key; // empty: the publish API refuses every request
+  std::string node_id;
+  /// Extra Prometheus text appended to /metrics (transport counters).
+  std::function<std::string()> extra_metrics;
+};
+
+class gateway : public transport::application {
+public:
+  gateway(caf::actor_system& sys, caf::actor directory, node_state& node,
+          gateway_config cfg);
+
+  void handle_http(transport::http_request req,
+                   transport::http_responder respond) override;
+  std::optional<transport::http_response>
+  check_upgrade(const transport::http_request& req) override;
+  std::shared_ptr<transport::connection_handler>
+  open(const transport::http_request& req,
+       std::shared_ptr<transport::frame_sink> sink) override;
+
+private:
+  void publish(transport::http_request& req, transport::http_responder& respond);
+  std::optional<protocol::claims> bearer_claims(const std::string& header);
+
+  caf::actor_system& sys_;
+  caf::actor directory_;
+  node_state& node_;
+  gateway_config cfg_;
+  std::atomic<std::uint64_t> next_conn_{1};
+  std::string conn_prefix_;
+};
+
+} // namespace tidings::actors

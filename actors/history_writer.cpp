@@ -1,0 +1,94 @@
+#include "actors/history_writer.hpp"
+
+#include "actors/messages.hpp"
+
+#include <caf/all.hpp>
+
+#include <vector>
+
+namespace tidings::actors {
+
+namespace {
+
+struct pending_append {
+  persistence::stored_event ev;
+  caf::response_promise rp;
+};
+
+struct writer_state {
+  std::shared_ptr<persistence::history_store> store;
+  node_state* node = nullptr;
+  history_writer_config cfg;
+  std::vector<pending_append> pending;
+  bool flush_scheduled = false;
+  static inline const char* name = "history_writer";
+};
+
+using writer_actor = caf::stateful_actor<writer_state>;
+
+void commit_pending(writer_actor* self) {
+  auto& st = self->state;
+  st.flush_scheduled = false;
+  if (st.pending.empty())
+    return;
+  std::vector<persistence::stored_event> batch;
+  batch.reserve(st.pending.size());
+  for (auto& p : st.pending)
+    batch.push_back(std::move(p.ev));
+  auto res = st.store->append(batch);
+  if (res) {
+    st.node->counters.history_commits.fetch_add(1, std::memory_order_relaxed);
+    st.node->counters.history_rows.fetch_add(batch.size(),
+                                             std::memory_order_relaxed);
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      st.pending[i].rp.deliver(batch[i].offset);
+  } else {
+    auto err = caf::make_error(caf::sec::runtime_error, res.error().code);
+    for (auto& p : st.pending)
+      p.rp.deliver(err);
+  }
+  st.pending.clear();
+}
+
+caf::behavior writer(writer_actor* self,
+                     std::shared_ptr<persistence::history_store> store,
+                     node_state* node, history_writer_config cfg) {
+  self->state.store = std::move(store);
+  self->state.node = node;
+  self->state.cfg = cfg;
+  return {
+    [=](position_atom, const std::string& room)
+      -> caf::result<std::string, std::uint64_t> {
+      auto pos = self->state.store->position(room);
+      if (!pos)
+        return caf::make_error(caf::sec::runtime_error, pos.error().code);
+      return {pos->epoch, pos->offset};
+    },
+    [=](append_atom, persistence::stored_event& ev) {
+      auto& st = self->state;
+      st.pending.push_back({std::move(ev), self->make_response_promise()});
+      if (st.pending.size() >= st.cfg.max_batch) {
+        commit_pending(self);
+      } else if (!st.flush_scheduled) {
+        st.flush_scheduled = true;
+        self->send(self, flush_atom::value);
+      }
+    },
+    [=](flush_atom) { commit_pending(self); },
+    [=](shutdown_atom) {
+      commit_pending(self);
+      self->state.store.reset(); // closes the store cleanly
+      self->quit();
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_history_writer(caf::actor_system& sys,
+                                std::shared_ptr<persistence::history_store> store,
+                                node_state& node, history_writer_config cfg) {
+  return sys.spawn<caf::detached>(writer, std::move(store), &node, cfg);
+}
+
+} // namespace tidings::actors

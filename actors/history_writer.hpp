@@ -1,0 +1,38 @@
+// The node's one history writer: owns the history store and batches appends
+// from every room into one transaction (group commit). Runs detached (its
+// own thread), since SQLite blocks.
+//
+// Protocol:
+//   (position_atom, std::string room)  -> (std::string epoch, uint64 offset)
+//   (append_atom, stored_event)        -> uint64 offset, after the commit
+//   (shutdown_atom)                    -> commits what is pending and quits
+//
+// Group commit: an append is queued, and the first append of a batch sends
+// the writer a flush message. Appends already in the mailbox are handled
+// before that flush, so under load one transaction carries many rows and
+// when idle a lone append commits at once. A batch holds at most
+// `max_batch` rows; replies leave in the order the appends arrived.
+#pragma once
+
+#include "actors/node_state.hpp"
+#include "persistence/history_store.hpp"
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace tidings::actors {
+
+struct history_writer_config {
+  std::size_t max_batch = 4096;
+};
+
+caf::actor spawn_history_writer(caf::actor_system& sys,
+                                std::shared_ptr<persistence::history_store> store,
+                                node_state& node,
+                                history_writer_config cfg = {});
+
+} // namespace tidings::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::stored_event)

@@ -1,0 +1,56 @@
+// Atoms and message payloads shared by the node's actors. CAF 0.17 atoms:
+// at most 10 characters, same text = same type.
+//
+// Local-only payloads (a session's sink, publish requests) are marked as
+// unsafe message types: they never cross the middleman. The cluster issue
+// gives the ones that do an `inspect()`.
+#pragma once
+
+#include "protocol/publication.hpp"
+#include "protocol/publish_request.hpp"
+#include "transport/seam.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tidings::actors {
+
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using unsub_atom = caf::atom_constant<caf::atom("unsub")>;
+using publish_atom = caf::atom_constant<caf::atom("publish")>;
+using append_atom = caf::atom_constant<caf::atom("append")>;
+using position_atom = caf::atom_constant<caf::atom("position")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using text_atom = caf::atom_constant<caf::atom("text")>;
+using closed_atom = caf::atom_constant<caf::atom("closed")>;
+using auth_to_atom = caf::atom_constant<caf::atom("auth_to")>;
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+
+/// The wire shape a subscriber speaks; rooms encode each event once per
+/// dialect in use and share the bytes.
+enum class dialect : std::uint8_t { native = 0 };
+constexpr std::size_t dialect_count = 1;
+
+/// A session as a room sees it: where to put frames and whom to watch.
+struct subscriber {
+  std::uint64_t conn_id = 0;
+  caf::actor conn; // watched, so a crashed connection leaves no entry
+  std::shared_ptr<transport::frame_sink> sink;
+  dialect wire = dialect::native;
+};
+
+} // namespace tidings::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::actors::subscriber)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::protocol::publish_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::protocol::room_id)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::protocol::publication)

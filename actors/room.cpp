@@ -1,0 +1,235 @@
+#include "actors/room.hpp"
+
+#include "actors/messages.hpp"
+#include "persistence/history_store.hpp"
+#include "actors/history_writer.hpp"
+#include "protocol/native.hpp"
+
+#include <caf/all.hpp>
+
+#include <array>
+#include <unordered_map>
+
+namespace tidings::actors {
+
+namespace {
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+    .count();
+}
+
+struct room_state {
+  protocol::room_id id;
+  caf::actor directory;
+  caf::actor writer;
+  node_state* node = nullptr;
+  room_config cfg;
+  std::string epoch;
+  std::uint64_t assigned = 0;  // last offset handed out
+  std::uint64_t committed = 0; // last offset the writer confirmed
+  std::size_t in_flight = 0;   // appends awaiting the writer
+  bool resyncing = false;      // an append failed: refuse until drained
+  bool retiring = false;
+  std::uint64_t from_directory = 0; // messages the directory forwarded
+  std::chrono::steady_clock::time_point last_activity;
+  std::unordered_map<std::uint64_t, subscriber> subs;
+  static inline const char* name = "room";
+};
+
+using room_actor = caf::stateful_actor<room_state>;
+
+std::string encode_for(dialect, const protocol::publication& pub) {
+  return protocol::encode_event(pub);
+}
+
+void fan_out(room_actor* self, const protocol::publication& pub) {
+  auto& st = self->state;
+  std::array<transport::frame, dialect_count> frames{};
+  std::uint64_t delivered = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t dropped = 0;
+  for (auto& [id, sub] : st.subs) {
+    auto& f = frames[static_cast<std::size_t>(sub.wire)];
+    if (!f)
+      f = transport::make_frame(encode_for(sub.wire, pub));
+    if (sub.sink->deliver(f)) {
+      ++delivered;
+      bytes += f->size();
+    } else {
+      ++dropped; // the session is closing; its connection will unsubscribe
+    }
+  }
+  auto& c = st.node->counters;
+  c.publications.fetch_add(1, std::memory_order_relaxed);
+  c.deliveries.fetch_add(delivered, std::memory_order_relaxed);
+  c.delivery_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  if (dropped)
+    c.dropped_deliveries.fetch_add(dropped, std::memory_order_relaxed);
+}
+
+void schedule_idle_check(room_actor* self) {
+  self->delayed_send(self, self->state.cfg.idle_timeout, tick_atom::value);
+}
+
+void maybe_quit_retiring(room_actor* self) {
+  if (self->state.retiring && self->state.in_flight == 0)
+    self->quit();
+}
+
+void append_done(room_actor* self) {
+  auto& st = self->state;
+  --st.in_flight;
+  if (st.resyncing && st.in_flight == 0) {
+    // Every append after the failed one failed too (the store refuses
+    // gaps); continue from the last committed offset.
+    st.assigned = st.committed;
+    st.resyncing = false;
+  }
+  maybe_quit_retiring(self);
+}
+
+caf::result<std::uint64_t> publish(room_actor* self,
+                                   protocol::publish_request& req) {
+  auto& st = self->state;
+  ++st.from_directory;
+  st.last_activity = std::chrono::steady_clock::now();
+  if (st.resyncing || st.retiring
+      || st.in_flight >= st.cfg.max_pending_publishes) {
+    st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
+    return caf::make_error(caf::sec::request_timeout, "unavailable");
+  }
+  protocol::publication pub;
+  pub.room = st.id;
+  pub.type = std::move(req.type);
+  pub.event = std::move(req.event);
+  pub.data = std::move(req.data);
+  pub.publish_id = std::move(req.publish_id);
+  pub.offset = ++st.assigned;
+  pub.epoch = st.epoch;
+  pub.timestamp_ms = now_ms();
+  persistence::stored_event ev{st.id.str(), pub.offset,   pub.timestamp_ms,
+                               pub.type,    pub.event,    pub.data,
+                               pub.publish_id};
+  ++st.in_flight;
+  auto rp = self->make_response_promise<std::uint64_t>();
+  self->request(st.writer, caf::infinite, append_atom::value, std::move(ev))
+    .then(
+      [=](std::uint64_t offset) mutable {
+        self->state.committed = offset;
+        fan_out(self, pub);
+        rp.deliver(offset);
+        append_done(self);
+      },
+      [=](caf::error& err) mutable {
+        self->state.resyncing = true;
+        self->state.node->counters.publish_errors.fetch_add(
+          1, std::memory_order_relaxed);
+        rp.deliver(std::move(err));
+        append_done(self);
+      });
+  return rp;
+}
+
+caf::behavior room(room_actor* self, protocol::room_id id,
+                   caf::actor directory, caf::actor writer, node_state* node,
+                   room_config cfg) {
+  auto& st = self->state;
+  st.id = std::move(id);
+  st.directory = std::move(directory);
+  st.writer = std::move(writer);
+  st.node = node;
+  st.cfg = cfg;
+  st.last_activity = std::chrono::steady_clock::now();
+  node->counters.rooms_alive.fetch_add(1, std::memory_order_relaxed);
+  self->attach_functor([node, key = st.id.str()](const caf::error&) {
+    node->counters.rooms_alive.fetch_sub(1, std::memory_order_relaxed);
+  });
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& subs = self->state.subs;
+    for (auto i = subs.begin(); i != subs.end(); ++i)
+      if (i->second.conn.address() == dm.source) {
+        subs.erase(i);
+        break;
+      }
+    if (subs.empty()) {
+      self->state.node->room_active(self->state.id.str(), false);
+      schedule_idle_check(self);
+    }
+  });
+  // Nothing else is handled until the room knows its epoch and offset.
+  self->request(st.writer, caf::infinite, position_atom::value, st.id.str())
+    .await(
+      [=](std::string& epoch, std::uint64_t offset) {
+        self->state.epoch = std::move(epoch);
+        self->state.assigned = self->state.committed = offset;
+        schedule_idle_check(self);
+      },
+      [=](caf::error& err) { self->quit(std::move(err)); });
+  return {
+    [=](subscribe_atom, subscriber& sub)
+      -> caf::result<caf::actor, std::string, std::uint64_t> {
+      auto& st = self->state;
+      ++st.from_directory;
+      st.last_activity = std::chrono::steady_clock::now();
+      protocol::stream_position pos{st.epoch, st.committed};
+      sub.sink->deliver(transport::make_frame(
+        protocol::encode_subscription(true, st.id, pos, now_ms())));
+      if (st.subs.empty())
+        st.node->room_active(st.id.str(), true);
+      auto [it, added] = st.subs.emplace(sub.conn_id, sub);
+      if (added)
+        self->monitor(sub.conn);
+      return {caf::actor_cast<caf::actor>(self), st.epoch, st.committed};
+    },
+    [=](unsub_atom, std::uint64_t conn_id) {
+      auto& st = self->state;
+      auto i = st.subs.find(conn_id);
+      if (i == st.subs.end())
+        return false;
+      auto sub = std::move(i->second);
+      st.subs.erase(i);
+      self->demonitor(sub.conn);
+      sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+        false, st.id, {st.epoch, st.committed}, now_ms())));
+      if (st.subs.empty()) {
+        st.node->room_active(st.id.str(), false);
+        st.last_activity = std::chrono::steady_clock::now();
+        schedule_idle_check(self);
+      }
+      return true;
+    },
+    [=](publish_atom, protocol::publish_request& req) {
+      return publish(self, req);
+    },
+    [=](tick_atom) {
+      auto& st = self->state;
+      if (!st.subs.empty() || st.retiring)
+        return;
+      auto quiet = std::chrono::steady_clock::now() - st.last_activity;
+      if (st.in_flight == 0 && quiet >= st.cfg.idle_timeout)
+        self->send(st.directory, idle_atom::value, st.id.str(),
+                   st.from_directory);
+      // Checked again later: the directory may refuse (something in flight).
+      schedule_idle_check(self);
+    },
+    [=](retire_atom) {
+      self->state.retiring = true;
+      if (!self->state.subs.empty())
+        self->state.node->room_active(self->state.id.str(), false);
+      maybe_quit_retiring(self);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_room(caf::local_actor* parent, protocol::room_id id,
+                      caf::actor directory, caf::actor writer,
+                      node_state& node, room_config cfg) {
+  return parent->spawn(room, std::move(id), std::move(directory),
+                       std::move(writer), &node, cfg);
+}
+
+} // namespace tidings::actors

@@ -1,0 +1,45 @@
+// One actor per room on the room's owner node. It assigns each event a
+// dense offset in the room's epoch, has the history writer commit it, and
+// then fans it out: encoded once per dialect in use, the same bytes handed
+// to every subscriber's session (no actor message per subscriber).
+//
+// Runs on the CAF scheduler. Protocol:
+//   (subscribe_atom, subscriber)   -> (actor room, std::string epoch,
+//                                      uint64 offset)
+//       adds (or refreshes) the subscriber and puts the `subscribed` frame
+//       into its session first, so no event can overtake the confirmation.
+//   (unsub_atom, uint64 conn_id)   -> bool (was subscribed)
+//       puts the `unsubscribed` frame into the session after removing it.
+//   (publish_atom, publish_request)-> uint64 offset, after the commit
+//       fails with `unavailable` when too many publishes are in flight.
+//   (retire_atom)                  quits once in-flight publishes are done
+//   (tick_atom)                    idle check; an empty, quiet room asks
+//                                  the directory (idle_atom) to retire it
+//
+// Messages from the directory are counted, and the idle request carries the
+// count: the directory retires the room only if it has forwarded nothing
+// the room has not seen, so no subscribe or publish is ever lost to a
+// retiring room.
+#pragma once
+
+#include "actors/node_state.hpp"
+#include "protocol/room_id.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstddef>
+
+namespace tidings::actors {
+
+struct room_config {
+  std::chrono::milliseconds idle_timeout{30000};
+  std::size_t max_pending_publishes = 10000;
+};
+
+/// Spawned by the directory; `directory` receives idle requests.
+caf::actor spawn_room(caf::local_actor* parent, protocol::room_id id,
+                      caf::actor directory, caf::actor writer,
+                      node_state& node, room_config cfg);
+
+} // namespace tidings::actors

@@ -1,0 +1,24 @@
+// The node's room directory: finds or spawns the room actor for a room id,
+// forwards subscribes and publishes to it, and retires idle rooms.
+//
+// Runs on the CAF scheduler. Protocol:
+//   (subscribe_atom, room_id, subscriber)  -> forwarded to the room
+//   (publish_atom, publish_request)        -> forwarded to the room
+//   (idle_atom, std::string key, uint64 n) from a room: retire it when the
+//                                          directory forwarded exactly n
+//                                          messages to it (none in flight)
+//   (shutdown_atom) -> bool: retires every room, waits until all are down,
+//                      then tells the history writer to finish and quits.
+#pragma once
+
+#include "actors/node_state.hpp"
+#include "actors/room.hpp"
+
+#include <caf/fwd.hpp>
+
+namespace tidings::actors {
+
+caf::actor spawn_room_directory(caf::actor_system& sys, caf::actor writer,
+                                node_state& node, room_config cfg);
+
+} // namespace tidings::actors

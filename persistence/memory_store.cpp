@@ -1,0 +1,118 @@
+// In-memory history store. Runs on whichever single thread owns it (actor
+// tests); mirrors the SQLite store's semantics, including OFFSET_CONFLICT and
+// the prefix-only trimming that keeps stored history contiguous.
+#include "persistence/memory_store.hpp"
+
+#include <iterator>
+#include <unordered_map>
+#include <utility>
+
+namespace tidings::persistence {
+
+memory_store::memory_store(std::function<std::string()> make_epoch)
+    : make_epoch_(std::move(make_epoch)) {}
+
+memory_store::room_state& memory_store::get(const std::string& room) {
+  auto i = rooms_.find(room);
+  if (i != rooms_.end())
+    return i->second;
+  ++epochs_made_;
+  room_state st;
+  st.pos.epoch =
+      make_epoch_ ? make_epoch_() : "mem-" + std::to_string(epochs_made_);
+  return rooms_.emplace(room, std::move(st)).first->second;
+}
+
+result<room_position> memory_store::position(const std::string& room) {
+  return get(room).pos;
+}
+
+result<bool> memory_store::append(const std::vector<stored_event>& batch) {
+  // Validate the whole batch before touching anything: all-or-nothing.
+  std::unordered_map<std::string, std::uint64_t> last;
+  for (const auto& ev : batch) {
+    auto i = last.find(ev.room);
+    if (i == last.end()) {
+      auto r = rooms_.find(ev.room);
+      auto start = r == rooms_.end() ? std::uint64_t{0} : r->second.pos.offset;
+      i = last.emplace(ev.room, start).first;
+    }
+    if (ev.offset != i->second + 1)
+      return error_info{"OFFSET_CONFLICT",
+                        "offset " + std::to_string(ev.offset) +
+                            " does not follow last offset " +
+                            std::to_string(i->second) + " of room " + ev.room};
+    i->second = ev.offset;
+  }
+  for (const auto& ev : batch) {
+    auto& st = get(ev.room);
+    st.events.emplace(ev.offset, ev);
+    st.pos.offset = ev.offset;
+  }
+  return true;
+}
+
+result<std::vector<stored_event>>
+memory_store::read_since(const std::string& room, std::uint64_t after,
+                         std::size_t limit) {
+  std::vector<stored_event> out;
+  auto r = rooms_.find(room);
+  if (r == rooms_.end())
+    return out;
+  const auto& evs = r->second.events;
+  for (auto i = evs.upper_bound(after); i != evs.end() && out.size() < limit;
+       ++i)
+    out.push_back(i->second);
+  return out;
+}
+
+result<std::optional<std::uint64_t>>
+memory_store::find_publish_id(const std::string& room,
+                              const std::string& publish_id) {
+  std::optional<std::uint64_t> none;
+  // An empty publish_id means "no id": it never names an event.
+  if (publish_id.empty())
+    return none;
+  auto r = rooms_.find(room);
+  if (r == rooms_.end())
+    return none;
+  for (const auto& [offset, ev] : r->second.events)
+    if (ev.publish_id == publish_id)
+      return std::optional<std::uint64_t>{offset};
+  return none;
+}
+
+result<std::size_t> memory_store::trim(const std::string& room,
+                                       std::uint64_t keep_last,
+                                       std::int64_t min_timestamp_ms) {
+  auto r = rooms_.find(room);
+  if (r == rooms_.end())
+    return std::size_t{0};
+  auto& evs = r->second.events;
+  // Everything up to `cutoff` goes. Deleting only a prefix keeps the stored
+  // history contiguous even when timestamps are not monotonic, so a reader
+  // that starts at first_offset() never skips a hole.
+  std::uint64_t cutoff = 0;
+  if (keep_last < evs.size())
+    cutoff =
+        std::prev(evs.end(), static_cast<std::ptrdiff_t>(keep_last) + 1)->first;
+  if (min_timestamp_ms > 0)
+    for (const auto& [offset, ev] : evs)
+      if (ev.timestamp_ms < min_timestamp_ms && offset > cutoff)
+        cutoff = offset;
+  auto end = evs.upper_bound(cutoff);
+  auto n = static_cast<std::size_t>(std::distance(evs.begin(), end));
+  evs.erase(evs.begin(), end);
+  return n;
+}
+
+result<std::optional<std::uint64_t>>
+memory_store::first_offset(const std::string& room) {
+  std::optional<std::uint64_t> none;
+  auto r = rooms_.find(room);
+  if (r == rooms_.end() || r->second.events.empty())
+    return none;
+  return std::optional<std::uint64_t>{r->second.events.begin()->first};
+}
+
+} // namespace tidings::persistence

@@ -1,0 +1,43 @@
+// In-memory history store, for actor tests. Same contract as SQLite's.
+#pragma once
+
+#include "persistence/history_store.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace tidings::persistence {
+
+class memory_store : public history_store {
+public:
+  /// `make_epoch` creates new epochs (tests pass a deterministic one).
+  explicit memory_store(std::function<std::string()> make_epoch = {});
+
+  result<room_position> position(const std::string& room) override;
+  result<bool> append(const std::vector<stored_event>& batch) override;
+  result<std::vector<stored_event>>
+  read_since(const std::string& room, std::uint64_t after,
+             std::size_t limit) override;
+  result<std::optional<std::uint64_t>>
+  find_publish_id(const std::string& room,
+                  const std::string& publish_id) override;
+  result<std::size_t> trim(const std::string& room, std::uint64_t keep_last,
+                           std::int64_t min_timestamp_ms) override;
+  result<std::optional<std::uint64_t>>
+  first_offset(const std::string& room) override;
+
+private:
+  struct room_state {
+    room_position pos;
+    std::map<std::uint64_t, stored_event> events;
+  };
+  room_state& get(const std::string& room);
+
+  std::function<std::string()> make_epoch_;
+  std::map<std::string, room_state> rooms_;
+  std::uint64_t epochs_made_ = 0;
+};
+
+} // namespace tidings::persistence

@@ -1,0 +1,92 @@
+// The native WebSocket dialect (`/api/v1/ws`), a superset of seed S1's.
+// Pure: decoding never throws and callers pass the time in.
+//
+// Client → server (one JSON object per message, `type` selects):
+//   {"type":"auth","token":…}
+//   {"type":"subscribe","room_id":…,"since"?:{"epoch":…,"offset":…}}
+//   {"type":"unsubscribe","room_id":…}
+//   {"type":"ping"}            → pong
+//   {"type":"pong"}            accepted and ignored (heartbeat answers)
+//   {"type":"list_subscriptions"} → subscriptions
+// Server → client: see the encode_* functions below.
+#pragma once
+
+#include "protocol/errors.hpp"
+#include "protocol/publication.hpp"
+#include "protocol/room_id.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace tidings::protocol {
+
+struct cmd_auth {
+  std::string token;
+};
+struct cmd_subscribe {
+  room_id room;
+  std::optional<stream_position> since;
+};
+struct cmd_unsubscribe {
+  room_id room;
+};
+struct cmd_ping {};
+struct cmd_pong {};
+struct cmd_list_subscriptions {};
+
+using command = std::variant<cmd_auth, cmd_subscribe, cmd_unsubscribe,
+                             cmd_ping, cmd_pong, cmd_list_subscriptions>;
+
+/// Why a message could not be decoded; `room` echoes a room id that was
+/// present (even if invalid) so the error frame can name it.
+struct decode_error {
+  error_code code;
+  std::string room;
+};
+
+using decoded = std::variant<command, decode_error>;
+
+/// Longest accepted auth token, in bytes.
+constexpr std::size_t max_token_size = 8192;
+
+decoded decode_native(std::string_view text);
+
+// -- server → client frames ---------------------------------------------
+
+/// {"type":"connection","event":"connected","connection_id",…,"timestamp"}
+std::string encode_connected(std::string_view connection_id,
+                             std::int64_t now_ms);
+
+/// {"type":"subscription","event":"subscribed"|"unsubscribed","room_id",
+///  "epoch","offset","timestamp"}; epoch/offset are the room's position.
+std::string encode_subscription(bool subscribed, const room_id& room,
+                                const stream_position& pos,
+                                std::int64_t now_ms);
+
+/// {"type":"pong","timestamp"}
+std::string encode_pong(std::int64_t now_ms);
+
+/// {"type":"subscriptions","rooms":[…],"timestamp"}
+std::string encode_subscriptions(const std::vector<std::string>& rooms,
+                                 std::int64_t now_ms);
+
+/// {"type":"heartbeat","server_time","timestamp"}
+std::string encode_heartbeat(std::int64_t now_ms);
+
+/// {"type":"error","error_code","message","room_id"?,"timestamp"}; the
+/// message is the table's fixed text for `code`.
+std::string encode_error(error_code code, std::string_view room,
+                         std::int64_t now_ms);
+
+/// {"type",<"event">,"room_id","offset","epoch","timestamp","data"}; `data`
+/// is spliced in as the JSON text it already is.
+std::string encode_event(const publication& pub);
+
+/// Appends `s` as a JSON string literal (quotes included) to `out`.
+void append_json_string(std::string& out, std::string_view s);
+
+} // namespace tidings::protocol

@@ -1,0 +1,700 @@
+// History store tests. The behaviour suite runs against every implementation
+// (TEMPLATE_TEST_CASE over small fixtures); SQLite-only tests cover restart,
+// unclean shutdown, migrations and WAL. Single-threaded.
+#include "persistence/memory_store.hpp"
+#include "persistence/sqlite_store.hpp"
+
+#include <catch2/catch.hpp>
+#include <sqlite3.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace tidings;
+using namespace tidings::persistence;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr auto u64_max = std::numeric_limits<std::uint64_t>::max();
+
+// A fresh directory, removed with everything in it at scope exit.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    auto tmpl = (fs::temp_directory_path() / "tidings-persist-XXXXXX").string();
+    if (char* p = ::mkdtemp(tmpl.data()))
+      path = p;
+    REQUIRE(!path.empty());
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const char* name) const { return (path / name).string(); }
+};
+
+stored_event ev(const std::string& room, std::uint64_t offset,
+                std::int64_t ts = 0, const std::string& publish_id = "") {
+  stored_event e;
+  e.room = room;
+  e.offset = offset;
+  e.timestamp_ms = ts;
+  e.type = "progress";
+  e.event = offset % 2 ? "job:update" : "";
+  e.data = R"({"n":)" + std::to_string(offset) + R"(,"s":"é \"q\""})";
+  e.publish_id = publish_id;
+  return e;
+}
+
+std::vector<std::uint64_t> offsets(const std::vector<stored_event>& evs) {
+  std::vector<std::uint64_t> out;
+  for (const auto& e : evs)
+    out.push_back(e.offset);
+  return out;
+}
+
+using offs = std::vector<std::uint64_t>;
+
+void require_same(const stored_event& a, const stored_event& b) {
+  CHECK(a.room == b.room);
+  CHECK(a.offset == b.offset);
+  CHECK(a.timestamp_ms == b.timestamp_ms);
+  CHECK(a.type == b.type);
+  CHECK(a.event == b.event);
+  CHECK(a.data == b.data);
+  CHECK(a.publish_id == b.publish_id);
+}
+
+std::unique_ptr<sqlite_store> open_sqlite(const std::string& path,
+                                          durability mode = durability::full) {
+  auto r = sqlite_store::open(sqlite_options{path, mode});
+  INFO((r ? std::string{} : r.error().code + ": " + r.error().message));
+  REQUIRE(r);
+  return std::move(*r);
+}
+
+// Raw access to a database file, bypassing the store.
+struct raw_db {
+  sqlite3* db = nullptr;
+  explicit raw_db(const std::string& path) {
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  }
+  raw_db(const raw_db&) = delete;
+  raw_db& operator=(const raw_db&) = delete;
+  ~raw_db() { sqlite3_close(db); }
+  void exec(const char* sql) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+    INFO(sql << ": " << (err ? err : ""));
+    sqlite3_free(err);
+    REQUIRE(rc == SQLITE_OK);
+  }
+  std::string text(const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
+    std::string out;
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+      out = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    return out;
+  }
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Runs `body` in a child process. `body` must end the child with _exit
+// while its store is still in scope: no destructor runs, so the store is left
+// open exactly as after a crash. Returns whether the child exited with 0.
+bool crash_after(const std::function<void()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    ::_exit(2); // body returned: its locals were destroyed, not a crash
+  }
+  if (pid < 0)
+    return false;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Fixtures: each makes one store of its kind.
+struct memory_fixture {
+  std::unique_ptr<history_store> make() {
+    return std::make_unique<memory_store>();
+  }
+};
+
+struct sqlite_file_fixture {
+  temp_dir dir;
+  std::unique_ptr<history_store> make() {
+    return open_sqlite(dir.file("history.db"));
+  }
+};
+
+struct sqlite_normal_fixture {
+  temp_dir dir;
+  std::unique_ptr<history_store> make() {
+    return open_sqlite(dir.file("history.db"), durability::normal);
+  }
+};
+
+struct sqlite_memory_fixture {
+  std::unique_ptr<history_store> make() { return open_sqlite(":memory:"); }
+};
+
+#define STORE_TEST(name)                                                       \
+  TEMPLATE_TEST_CASE(name, "[persistence]", memory_fixture,                    \
+                     sqlite_file_fixture, sqlite_normal_fixture,               \
+                     sqlite_memory_fixture)
+
+} // namespace
+
+// --- behaviour suite, every implementation ----------------------------------
+
+STORE_TEST("position creates an epoch at offset 0 and is stable") {
+  TestType fx;
+  auto store = fx.make();
+  auto a = store->position("job:a");
+  REQUIRE(a);
+  CHECK_FALSE(a->epoch.empty());
+  CHECK(a->offset == 0);
+
+  auto again = store->position("job:a");
+  REQUIRE(again);
+  CHECK(again->epoch == a->epoch);
+  CHECK(again->offset == 0);
+
+  auto b = store->position("job:b");
+  REQUIRE(b);
+  CHECK(b->epoch != a->epoch);
+
+  SECTION("appending keeps the epoch and moves the offset") {
+    REQUIRE(store->append({ev("job:a", 1), ev("job:a", 2)}));
+    auto after = store->position("job:a");
+    REQUIRE(after);
+    CHECK(after->epoch == a->epoch);
+    CHECK(after->offset == 2);
+  }
+}
+
+STORE_TEST("append and read_since") {
+  TestType fx;
+  auto store = fx.make();
+  std::vector<stored_event> first{ev("job:a", 1, 100, "p1"),
+                                  ev("job:a", 2, 200), ev("job:a", 3, 300)};
+  REQUIRE(store->append(first));
+  REQUIRE(store->append({ev("job:a", 4, 400), ev("job:a", 5, 500, "p5")}));
+
+  SECTION("everything, in order, fields intact") {
+    auto all = store->read_since("job:a", 0, 100);
+    REQUIRE(all);
+    REQUIRE(offsets(*all) == offs{1, 2, 3, 4, 5});
+    for (std::size_t i = 0; i < first.size(); ++i)
+      require_same((*all)[i], first[i]);
+    require_same((*all)[4], ev("job:a", 5, 500, "p5"));
+  }
+  SECTION("after") {
+    auto r = store->read_since("job:a", 2, 100);
+    REQUIRE(r);
+    CHECK(offsets(*r) == offs{3, 4, 5});
+  }
+  SECTION("limit") {
+    auto r = store->read_since("job:a", 1, 2);
+    REQUIRE(r);
+    CHECK(offsets(*r) == offs{2, 3});
+    auto none = store->read_since("job:a", 0, 0);
+    REQUIRE(none);
+    CHECK(none->empty());
+  }
+  SECTION("nothing after the last offset") {
+    for (std::uint64_t after : {std::uint64_t{5}, std::uint64_t{6}, u64_max}) {
+      auto r = store->read_since("job:a", after, 100);
+      REQUIRE(r);
+      CHECK(r->empty());
+    }
+  }
+  SECTION("unknown room reads empty") {
+    auto r = store->read_since("job:zzz", 0, 100);
+    REQUIRE(r);
+    CHECK(r->empty());
+  }
+  SECTION("an empty batch is fine") {
+    REQUIRE(store->append({}));
+    auto pos = store->position("job:a");
+    REQUIRE(pos);
+    CHECK(pos->offset == 5);
+  }
+}
+
+STORE_TEST("offsets that do not continue the room are rejected atomically") {
+  TestType fx;
+  auto store = fx.make();
+  REQUIRE(store->append({ev("job:a", 1), ev("job:a", 2)}));
+  auto before = store->position("job:a");
+  REQUIRE(before);
+
+  std::vector<stored_event> bad;
+  SECTION("repeat") {
+    bad = {ev("job:a", 2)};
+  }
+  SECTION("gap") {
+    bad = {ev("job:a", 4)};
+  }
+  SECTION("offset 0") {
+    bad = {ev("job:a", 0)};
+  }
+  SECTION("new room not starting at 1") {
+    bad = {ev("job:new", 2)};
+  }
+  SECTION("good then bad: neither is stored") {
+    bad = {ev("job:a", 3), ev("job:a", 5)};
+  }
+  SECTION("repeat inside the batch") {
+    bad = {ev("job:a", 3), ev("job:a", 3)};
+  }
+  SECTION("bad event in another room rolls back the first room") {
+    bad = {ev("job:a", 3), ev("job:new", 1), ev("job:new", 3)};
+  }
+
+  auto r = store->append(bad);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == "OFFSET_CONFLICT");
+
+  auto a = store->read_since("job:a", 0, 100);
+  REQUIRE(a);
+  CHECK(offsets(*a) == offs{1, 2});
+  auto fresh = store->read_since("job:new", 0, 100);
+  REQUIRE(fresh);
+  CHECK(fresh->empty());
+  auto after = store->position("job:a");
+  REQUIRE(after);
+  CHECK(after->offset == 2);
+  CHECK(after->epoch == before->epoch);
+
+  // The store is still usable (no transaction left open).
+  REQUIRE(store->append({ev("job:a", 3), ev("job:new", 1)}));
+  auto now = store->read_since("job:a", 0, 100);
+  REQUIRE(now);
+  CHECK(offsets(*now) == offs{1, 2, 3});
+}
+
+STORE_TEST("one batch may span rooms") {
+  TestType fx;
+  auto store = fx.make();
+  auto a_epoch = store->position("job:a");
+  REQUIRE(a_epoch);
+  REQUIRE(store->append({ev("job:a", 1), ev("job:b", 1), ev("job:a", 2),
+                         ev("job:c", 1), ev("job:b", 2)}));
+  auto a = store->position("job:a");
+  auto b = store->position("job:b");
+  auto c = store->position("job:c");
+  REQUIRE((a && b && c));
+  CHECK(a->offset == 2);
+  CHECK(b->offset == 2);
+  CHECK(c->offset == 1);
+  CHECK(a->epoch == a_epoch->epoch);
+  // Rooms first seen in append got an epoch, and keep it.
+  CHECK_FALSE(b->epoch.empty());
+  CHECK(b->epoch != a->epoch);
+  auto b_again = store->position("job:b");
+  REQUIRE(b_again);
+  CHECK(b_again->epoch == b->epoch);
+
+  auto rb = store->read_since("job:b", 0, 100);
+  REQUIRE(rb);
+  CHECK(offsets(*rb) == offs{1, 2});
+  for (const auto& e : *rb)
+    CHECK(e.room == "job:b");
+  auto rc = store->read_since("job:c", 0, 100);
+  REQUIRE(rc);
+  CHECK(offsets(*rc) == offs{1});
+}
+
+STORE_TEST("find_publish_id gives the first offset with that id") {
+  TestType fx;
+  auto store = fx.make();
+  REQUIRE(store->append({ev("job:a", 1, 0, "x"), ev("job:a", 2, 0, ""),
+                         ev("job:a", 3, 0, "x"), ev("job:a", 4, 0, "y"),
+                         ev("job:b", 1, 0, "x")}));
+  auto find = [&](const char* room, const char* id) {
+    auto r = store->find_publish_id(room, id);
+    REQUIRE(r);
+    return *r;
+  };
+  CHECK(find("job:a", "x") == std::optional<std::uint64_t>{1});
+  CHECK(find("job:a", "y") == std::optional<std::uint64_t>{4});
+  CHECK(find("job:b", "x") == std::optional<std::uint64_t>{1});
+  CHECK_FALSE(find("job:a", "z"));
+  CHECK_FALSE(find("job:c", "x"));
+  CHECK_FALSE(find("job:a", "")); // empty means "no id"
+
+  SECTION("trimmed events are no longer found") {
+    auto n = store->trim("job:a", 2, 0);
+    REQUIRE(n);
+    CHECK(*n == 2);
+    CHECK(find("job:a", "x") == std::optional<std::uint64_t>{3});
+    CHECK(find("job:b", "x") == std::optional<std::uint64_t>{1});
+  }
+}
+
+STORE_TEST("trim by count and by age") {
+  TestType fx;
+  auto store = fx.make();
+  std::vector<stored_event> batch;
+  for (std::uint64_t i = 1; i <= 10; ++i)
+    batch.push_back(ev("job:a", i, static_cast<std::int64_t>(i) * 1000));
+  REQUIRE(store->append(batch));
+  REQUIRE(store->append({ev("job:other", 1, 1)}));
+  auto epoch = store->position("job:a");
+  REQUIRE(epoch);
+
+  auto trim = [&](std::uint64_t keep, std::int64_t min_ts) {
+    auto r = store->trim("job:a", keep, min_ts);
+    REQUIRE(r);
+    return *r;
+  };
+  auto first = [&](const char* room = "job:a") {
+    auto r = store->first_offset(room);
+    REQUIRE(r);
+    return *r;
+  };
+  auto stored = [&]() {
+    auto r = store->read_since("job:a", 0, 100);
+    REQUIRE(r);
+    return offsets(*r);
+  };
+
+  CHECK(first() == std::optional<std::uint64_t>{1});
+
+  SECTION("by count") {
+    CHECK(trim(3, 0) == 7);
+    CHECK(first() == std::optional<std::uint64_t>{8});
+    CHECK(stored() == offs{8, 9, 10});
+    CHECK(trim(3, 0) == 0);
+    CHECK(trim(u64_max, 0) == 0);
+  }
+  SECTION("by age") {
+    CHECK(trim(u64_max, 4500) == 4);
+    CHECK(first() == std::optional<std::uint64_t>{5});
+    CHECK(trim(u64_max, 5000) == 0); // ts == bound is not older
+    CHECK(first() == std::optional<std::uint64_t>{5});
+  }
+  SECTION("either bound deletes") {
+    CHECK(trim(8, 4500) == 4); // age says more
+    CHECK(first() == std::optional<std::uint64_t>{5});
+    CHECK(trim(3, 5500) == 3); // count says more
+    CHECK(stored() == offs{8, 9, 10});
+  }
+  SECTION("everything: the last offset and epoch stay") {
+    CHECK(trim(0, 0) == 10);
+    CHECK_FALSE(first());
+    CHECK(stored().empty());
+    auto pos = store->position("job:a");
+    REQUIRE(pos);
+    CHECK(pos->offset == 10);
+    CHECK(pos->epoch == epoch->epoch);
+    auto reused = store->append({ev("job:a", 1)});
+    REQUIRE_FALSE(reused);
+    CHECK(reused.error().code == "OFFSET_CONFLICT");
+    REQUIRE(store->append({ev("job:a", 11)}));
+    CHECK(first() == std::optional<std::uint64_t>{11});
+  }
+  SECTION("everything by age") {
+    CHECK(trim(u64_max, 1000000) == 10);
+    CHECK_FALSE(first());
+    auto pos = store->position("job:a");
+    REQUIRE(pos);
+    CHECK(pos->offset == 10);
+  }
+  SECTION("other rooms are untouched") {
+    trim(0, 1000000);
+    CHECK(first("job:other") == std::optional<std::uint64_t>{1});
+  }
+  SECTION("unknown room") {
+    auto r = store->trim("job:none", 0, 0);
+    REQUIRE(r);
+    CHECK(*r == 0);
+    CHECK_FALSE(first("job:none"));
+  }
+}
+
+STORE_TEST("trim by age keeps stored history contiguous") {
+  TestType fx;
+  auto store = fx.make();
+  // Timestamps out of order: event 3 is old but 2 is not. Deleting only 1
+  // and 3 would leave a hole a reader starting at first_offset cannot see.
+  REQUIRE(store->append({ev("job:a", 1, 1000), ev("job:a", 2, 9000),
+                         ev("job:a", 3, 1000), ev("job:a", 4, 9000),
+                         ev("job:a", 5, 9000)}));
+  auto n = store->trim("job:a", u64_max, 5000);
+  REQUIRE(n);
+  CHECK(*n == 3);
+  auto first = store->first_offset("job:a");
+  REQUIRE(first);
+  CHECK(*first == std::optional<std::uint64_t>{4});
+  auto rest = store->read_since("job:a", 0, 100);
+  REQUIRE(rest);
+  CHECK(offsets(*rest) == offs{4, 5});
+}
+
+// --- memory store
+// -------------------------------------------------------------
+
+TEST_CASE("memory store epochs", "[persistence]") {
+  SECTION("default epochs count up") {
+    memory_store store;
+    CHECK(store.position("a")->epoch == "mem-1");
+    CHECK(store.position("b")->epoch == "mem-2");
+    CHECK(store.position("a")->epoch == "mem-1");
+  }
+  SECTION("make_epoch is used when given") {
+    int n = 0;
+    memory_store store([&] { return "e" + std::to_string(++n); });
+    REQUIRE(store.append({ev("x", 1)}));
+    CHECK(store.position("x")->epoch == "e1");
+    CHECK(store.position("y")->epoch == "e2");
+    CHECK(n == 2);
+  }
+}
+
+// --- SQLite store only
+// ----------------------------------------------------------
+
+TEST_CASE("sqlite epochs are 16 lowercase hex digits", "[persistence]") {
+  auto store = open_sqlite(":memory:");
+  std::set<std::string> seen;
+  for (int i = 0; i < 20; ++i) {
+    auto pos = store->position("job:" + std::to_string(i));
+    REQUIRE(pos);
+    CHECK(pos->epoch.size() == 16);
+    CHECK(pos->epoch.find_first_not_of("0123456789abcdef") ==
+          std::string::npos);
+    seen.insert(pos->epoch);
+  }
+  CHECK(seen.size() == 20);
+}
+
+TEST_CASE("sqlite store survives a restart", "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("sub/dir/history.db"); // parents are created
+  auto mode = GENERATE(durability::full, durability::normal);
+  std::vector<stored_event> events{ev("job:a", 1, 10, "p"), ev("job:a", 2, 20),
+                                   ev("job:a", 3, 30), ev("job:b", 1, 40)};
+  room_position a, b, c;
+  {
+    auto store = open_sqlite(path, mode);
+    CHECK(store->opened_clean());
+    CHECK(store->schema_version() >= 1);
+    REQUIRE(store->append(events));
+    a = *store->position("job:a");
+    b = *store->position("job:b");
+    c = *store->position("job:c"); // a room without events
+  }
+  auto store = open_sqlite(path, mode);
+  CHECK(store->opened_clean());
+  auto a2 = store->position("job:a");
+  auto b2 = store->position("job:b");
+  auto c2 = store->position("job:c");
+  REQUIRE((a2 && b2 && c2));
+  CHECK(a2->epoch == a.epoch);
+  CHECK(a2->offset == 3);
+  CHECK(b2->epoch == b.epoch);
+  CHECK(b2->offset == 1);
+  CHECK(c2->epoch == c.epoch);
+  CHECK(c2->offset == 0);
+
+  auto ra = store->read_since("job:a", 0, 100);
+  REQUIRE(ra);
+  REQUIRE(ra->size() == 3);
+  for (std::size_t i = 0; i < 3; ++i)
+    require_same((*ra)[i], events[i]);
+  auto pid = store->find_publish_id("job:a", "p");
+  REQUIRE(pid);
+  CHECK(*pid == std::optional<std::uint64_t>{1});
+
+  auto conflict = store->append({ev("job:a", 3)});
+  REQUIRE_FALSE(conflict);
+  CHECK(conflict.error().code == "OFFSET_CONFLICT");
+  REQUIRE(store->append({ev("job:a", 4)}));
+}
+
+namespace {
+
+struct positions {
+  room_position a, b, c;
+};
+
+// Opens cleanly, stores some history, closes; then a second process opens the
+// file in `mode`, appends more and dies without closing. Returns the
+// positions seen before the crash.
+positions crash_scenario(const std::string& path, durability mode,
+                         bool real_crash) {
+  positions before;
+  {
+    auto store = open_sqlite(path, mode);
+    REQUIRE(store->append({ev("job:a", 1), ev("job:a", 2), ev("job:b", 1)}));
+    before.a = *store->position("job:a");
+    before.b = *store->position("job:b");
+    before.c = *store->position("job:c");
+  }
+  if (real_crash) {
+    REQUIRE(crash_after([&] {
+      auto r = sqlite_store::open(sqlite_options{path, mode});
+      if (!r || !(*r)->append({ev("job:a", 3), ev("job:b", 2)}))
+        ::_exit(1);
+      ::_exit(0); // before `r` goes out of scope and closes the store
+    }));
+  } else {
+    // The same state a crash leaves: the marker still says "open".
+    {
+      auto store = open_sqlite(path, mode);
+      REQUIRE(store->append({ev("job:a", 3), ev("job:b", 2)}));
+    }
+    raw_db raw(path);
+    raw.exec("UPDATE meta SET value = '0' WHERE key = 'clean'");
+  }
+  return before;
+}
+
+} // namespace
+
+TEST_CASE("sqlite unclean shutdown", "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  auto real_crash = GENERATE(true, false);
+  INFO("real crash: " << real_crash);
+
+  SECTION("FULL keeps every epoch") {
+    auto before = crash_scenario(path, durability::full, real_crash);
+    auto store = open_sqlite(path, durability::full);
+    CHECK_FALSE(store->opened_clean());
+    CHECK(store->position("job:a")->epoch == before.a.epoch);
+    CHECK(store->position("job:b")->epoch == before.b.epoch);
+    CHECK(store->position("job:c")->epoch == before.c.epoch);
+    CHECK(store->position("job:a")->offset == 3);
+    CHECK(store->position("job:b")->offset == 2);
+  }
+  SECTION("NORMAL gives every room a new epoch and keeps offsets") {
+    auto before = crash_scenario(path, durability::normal, real_crash);
+    room_position a, b, c;
+    {
+      auto store = open_sqlite(path, durability::normal);
+      CHECK_FALSE(store->opened_clean());
+      a = *store->position("job:a");
+      b = *store->position("job:b");
+      c = *store->position("job:c");
+      CHECK(a.epoch != before.a.epoch);
+      CHECK(b.epoch != before.b.epoch);
+      CHECK(c.epoch != before.c.epoch);
+      CHECK(a.offset == 3);
+      CHECK(b.offset == 2);
+      CHECK(c.offset == 0);
+      auto ra = store->read_since("job:a", 0, 100);
+      REQUIRE(ra);
+      CHECK(offsets(*ra) == offs{1, 2, 3});
+    }
+    // Closed cleanly this time: the new epochs stay.
+    auto store = open_sqlite(path, durability::normal);
+    CHECK(store->opened_clean());
+    CHECK(store->position("job:a")->epoch == a.epoch);
+    CHECK(store->position("job:b")->epoch == b.epoch);
+    CHECK(store->position("job:c")->epoch == c.epoch);
+  }
+}
+
+TEST_CASE("sqlite schema migrations", "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+
+  SECTION("a file at user_version 0 without tables migrates") {
+    {
+      raw_db raw(path);
+      raw.exec("CREATE TABLE scratch(x); DROP TABLE scratch;"
+               " PRAGMA user_version = 0;");
+    }
+    int version = 0;
+    {
+      auto store = open_sqlite(path);
+      version = store->schema_version();
+      CHECK(version >= 1);
+      REQUIRE(store->append({ev("job:a", 1)}));
+    }
+    raw_db raw(path);
+    CHECK(raw.text("PRAGMA user_version") == std::to_string(version));
+    for (const char* table : {"rooms", "events", "meta"}) {
+      INFO(table);
+      std::string sql =
+          std::string("SELECT count(*) FROM sqlite_master WHERE name = '") +
+          table + "'";
+      CHECK(raw.text(sql.c_str()) == "1");
+    }
+    // Reopening a current file runs nothing and keeps the data.
+    auto store = open_sqlite(path);
+    CHECK(store->schema_version() == version);
+    CHECK(store->position("job:a")->offset == 1);
+  }
+  SECTION("a file from a newer version is refused and left untouched") {
+    {
+      raw_db raw(path);
+      raw.exec("CREATE TABLE future(x); PRAGMA user_version = 999;");
+    }
+    auto bytes = read_bytes(path);
+    auto r = sqlite_store::open(sqlite_options{path, durability::full});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == "STORE");
+    CHECK_THAT(r.error().message, Catch::Contains("999"));
+    CHECK(read_bytes(path) == bytes);
+    CHECK_FALSE(fs::exists(path + "-wal"));
+    raw_db raw(path);
+    CHECK(raw.text("PRAGMA user_version") == "999");
+    CHECK(raw.text("PRAGMA journal_mode") == "delete");
+  }
+  SECTION("a file that is not a database is an error, not a crash") {
+    {
+      std::ofstream out(path, std::ios::binary);
+      out << std::string(4096, 'x');
+    }
+    auto r = sqlite_store::open(sqlite_options{path, durability::full});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == "STORE");
+  }
+}
+
+TEST_CASE("sqlite store runs in WAL mode", "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  auto mode = GENERATE(durability::full, durability::normal);
+  auto store = open_sqlite(path, mode);
+  REQUIRE(store->append({ev("job:a", 1)}));
+  raw_db raw(path);
+  CHECK(raw.text("PRAGMA journal_mode") == "wal");
+  CHECK(fs::exists(path + "-wal"));
+}
+
+TEST_CASE("sqlite open errors are values", "[persistence]") {
+  auto r = sqlite_store::open(
+      sqlite_options{"/proc/tidings-no-such-dir/history.db", durability::full});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == "STORE");
+  CHECK_FALSE(r.error().message.empty());
+}
