@@ -88,7 +88,9 @@ caf::behavior writer(writer_actor* self,
 caf::actor spawn_history_writer(caf::actor_system& sys,
                                 std::shared_ptr<persistence::history_store> store,
                                 node_state& node, history_writer_config cfg) {
-  return sys.spawn<caf::detached>(writer, std::move(store), &node, cfg);
+  if (cfg.detached)
+    return sys.spawn<caf::detached>(writer, std::move(store), &node, cfg);
+  return sys.spawn(writer, std::move(store), &node, cfg);
 }
 
 } // namespace tidings::actors

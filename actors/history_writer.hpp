@@ -26,6 +26,8 @@ namespace tidings::actors {
 
 struct history_writer_config {
   std::size_t max_batch = 4096;
+  /// Own thread (production). Tests run it on the deterministic scheduler.
+  bool detached = true;
 };
 
 caf::actor spawn_history_writer(caf::actor_system& sys,

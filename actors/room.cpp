@@ -33,7 +33,7 @@ struct room_state {
   bool resyncing = false;      // an append failed: refuse until drained
   bool retiring = false;
   std::uint64_t from_directory = 0; // messages the directory forwarded
-  std::chrono::steady_clock::time_point last_activity;
+  caf::actor_clock::time_point last_activity;
   std::unordered_map<std::uint64_t, subscriber> subs;
   static inline const char* name = "room";
 };
@@ -94,7 +94,7 @@ caf::result<std::uint64_t> publish(room_actor* self,
                                    protocol::publish_request& req) {
   auto& st = self->state;
   ++st.from_directory;
-  st.last_activity = std::chrono::steady_clock::now();
+  st.last_activity = self->clock().now();
   if (st.resyncing || st.retiring
       || st.in_flight >= st.cfg.max_pending_publishes) {
     st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
@@ -141,7 +141,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
   st.writer = std::move(writer);
   st.node = node;
   st.cfg = cfg;
-  st.last_activity = std::chrono::steady_clock::now();
+  st.last_activity = self->clock().now();
   node->counters.rooms_alive.fetch_add(1, std::memory_order_relaxed);
   self->attach_functor([node, key = st.id.str()](const caf::error&) {
     node->counters.rooms_alive.fetch_sub(1, std::memory_order_relaxed);
@@ -172,7 +172,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       -> caf::result<caf::actor, std::string, std::uint64_t> {
       auto& st = self->state;
       ++st.from_directory;
-      st.last_activity = std::chrono::steady_clock::now();
+      st.last_activity = self->clock().now();
       protocol::stream_position pos{st.epoch, st.committed};
       sub.sink->deliver(transport::make_frame(
         protocol::encode_subscription(true, st.id, pos, now_ms())));
@@ -195,7 +195,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
         false, st.id, {st.epoch, st.committed}, now_ms())));
       if (st.subs.empty()) {
         st.node->room_active(st.id.str(), false);
-        st.last_activity = std::chrono::steady_clock::now();
+        st.last_activity = self->clock().now();
         schedule_idle_check(self);
       }
       return true;
@@ -207,7 +207,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       auto& st = self->state;
       if (!st.subs.empty() || st.retiring)
         return;
-      auto quiet = std::chrono::steady_clock::now() - st.last_activity;
+      auto quiet = self->clock().now() - st.last_activity;
       if (st.in_flight == 0 && quiet >= st.cfg.idle_timeout)
         self->send(st.directory, idle_atom::value, st.id.str(),
                    st.from_directory);

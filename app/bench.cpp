@@ -56,9 +56,9 @@ const char* usage_line = "tidings bench [options]";
 
 std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(
-    std::chrono::duration_cast<std::chrono::nanoseconds>(
-      steady::now().time_since_epoch())
-      .count());
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          steady::now().time_since_epoch())
+          .count());
 }
 
 enum class output_format { human, json, csv };
@@ -136,10 +136,11 @@ void declare_options(options& o) {
       "RSS and PSS");
   add("payload-bytes", "0", "pad each payload object to about this size");
   add("format", "human", "output: human, json or csv (one line)");
-  o.add("csv-header", "false", "with --format csv, print the column names first",
-        true, false);
-  add("connect-rate", "0", "new connections per second; 0 = as fast as "
-                           "--max-handshakes allows");
+  o.add("csv-header", "false",
+        "with --format csv, print the column names first", true, false);
+  add("connect-rate", "0",
+      "new connections per second; 0 = as fast as "
+      "--max-handshakes allows");
   add("max-handshakes", "200", "connection handshakes in flight at once");
 }
 
@@ -156,10 +157,9 @@ std::optional<net::ip::address> loopback_address(std::string host) {
 }
 
 // Replaces each {name} of `vars` in one pass; other braces (JSON) stay.
-std::string
-expand(std::string_view tpl,
-       std::initializer_list<std::pair<std::string_view, std::string_view>>
-         vars) {
+std::string expand(
+    std::string_view tpl,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> vars) {
   std::string out;
   out.reserve(tpl.size() + 64);
   for (std::size_t i = 0; i < tpl.size();) {
@@ -204,8 +204,8 @@ std::vector<std::string> mint_tokens(const options& o, std::size_t subscribers,
   protocol::token_request req;
   req.rooms = {o.str("room-prefix") + "*"};
   req.iat = std::chrono::duration_cast<std::chrono::seconds>(
-              std::chrono::system_clock::now().time_since_epoch())
-              .count();
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
   req.ttl_seconds = ttl_seconds;
   std::vector<std::string> tokens;
   tokens.reserve(users);
@@ -221,17 +221,17 @@ std::int64_t bounded(const options& o, const char* name, std::int64_t lo,
                      std::int64_t hi) {
   auto v = o.integer(name);
   if (v < lo || v > hi)
-    throw std::invalid_argument("--" + std::string(name) + ": must be in ["
-                                + std::to_string(lo) + ", "
-                                + std::to_string(hi) + "]");
+    throw std::invalid_argument("--" + std::string(name) + ": must be in [" +
+                                std::to_string(lo) + ", " + std::to_string(hi) +
+                                "]");
   return v;
 }
 
 double non_negative(const options& o, const char* name) {
   auto v = o.number(name);
   if (!(v >= 0))
-    throw std::invalid_argument("--" + std::string(name)
-                                + ": must not be negative");
+    throw std::invalid_argument("--" + std::string(name) +
+                                ": must not be negative");
   return v;
 }
 
@@ -241,19 +241,18 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
     c->host = o.str("host");
     auto addr = loopback_address(c->host);
     if (!addr)
-      return "--host: '" + c->host
-             + "' is not a loopback address; the bench only runs on "
-               "loopback";
+      return "--host: '" + c->host +
+             "' is not a loopback address; the bench only runs on "
+             "loopback";
     c->address = *addr;
     c->port = static_cast<std::uint16_t>(bounded(o, "port", 1, 65535));
     c->subscribers =
-      static_cast<std::size_t>(bounded(o, "subscribers", 1, 1'000'000));
+        static_cast<std::size_t>(bounded(o, "subscribers", 1, 1'000'000));
     c->rooms = static_cast<std::size_t>(bounded(o, "rooms", 1, 1'000'000));
     c->events =
-      static_cast<std::uint64_t>(bounded(o, "events", 0, 100'000'000));
+        static_cast<std::uint64_t>(bounded(o, "events", 0, 100'000'000));
     c->rate = non_negative(o, "rate");
-    c->publishers =
-      static_cast<std::size_t>(bounded(o, "publishers", 1, 1000));
+    c->publishers = static_cast<std::size_t>(bounded(o, "publishers", 1, 1000));
     c->api_key = o.str("api-key");
     c->room_prefix = o.str("room-prefix");
     c->url_template = o.str("url-template");
@@ -264,11 +263,11 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
     auto timeout = bounded(o, "timeout", 1, 24 * 3600);
     c->timeout = std::chrono::seconds(timeout);
     c->drain = std::chrono::milliseconds(
-      static_cast<std::int64_t>(non_negative(o, "drain") * 1000));
+        static_cast<std::int64_t>(non_negative(o, "drain") * 1000));
     if (auto err = bench::parse_pids(o.list("server-pid"), &c->server_pids))
       return err;
     c->payload_bytes =
-      static_cast<std::size_t>(bounded(o, "payload-bytes", 0, 1 << 20));
+        static_cast<std::size_t>(bounded(o, "payload-bytes", 0, 1 << 20));
     auto fmt = o.str("format");
     if (fmt == "human")
       c->format = output_format::human;
@@ -281,7 +280,7 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
     c->csv_header = o.flag("csv-header");
     c->connect_rate = non_negative(o, "connect-rate");
     c->max_handshakes =
-      static_cast<std::size_t>(bounded(o, "max-handshakes", 1, 100'000));
+        static_cast<std::size_t>(bounded(o, "max-handshakes", 1, 100'000));
     if (o.str("token").empty() && o.str("secret").empty())
       return "--secret or --token is required";
     bounded(o, "users", 0, 1'000'000);
@@ -303,17 +302,17 @@ std::optional<std::string> check_resources(const bench_config& c) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur != RLIM_INFINITY && needed > rl.rlim_cur)
-      return std::to_string(c.subscribers) + " subscribers need about "
-             + std::to_string(needed) + " file descriptors; the hard limit "
-             + "(ulimit -Hn) is " + std::to_string(rl.rlim_cur);
+      return std::to_string(c.subscribers) + " subscribers need about " +
+             std::to_string(needed) + " file descriptors; the hard limit " +
+             "(ulimit -Hn) is " + std::to_string(rl.rlim_cur);
   }
   std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
   std::uint64_t lo = 0;
   std::uint64_t hi = 0;
   if (range >> lo >> hi && hi >= lo && needed - 64 > hi - lo + 1)
-    return "the local port range (" + std::to_string(lo) + "-"
-           + std::to_string(hi) + ") is too small for "
-           + std::to_string(needed - 64) + " connections to one address";
+    return "the local port range (" + std::to_string(lo) + "-" +
+           std::to_string(hi) + ") is too small for " +
+           std::to_string(needed - 64) + " connections to one address";
   return std::nullopt;
 }
 
@@ -326,11 +325,23 @@ struct pacer {
   steady::time_point due(std::uint64_t k) const {
     if (rate <= 0)
       return start;
-    return start
-           + std::chrono::duration_cast<steady::duration>(
-             std::chrono::duration<double>(static_cast<double>(k) / rate));
+    return start +
+           std::chrono::duration_cast<steady::duration>(
+               std::chrono::duration<double>(static_cast<double>(k) / rate));
   }
 };
+
+// CPU counters at one instant; two of them bound the publish window.
+struct cpu_sample {
+  steady::time_point at;
+  std::optional<double> server; // seconds, summed over --server-pid
+  double self = 0;              // seconds, this process
+};
+
+cpu_sample take_cpu_sample(const std::vector<int>& pids) {
+  return {steady::now(), bench::process_cpu_seconds(pids),
+          bench::self_cpu_seconds()};
+}
 
 bool is_error_frame(std::string_view frame) {
   return frame.find(R"("type":"error")") != std::string_view::npos;
@@ -347,13 +358,13 @@ class bench_run;
 // One WebSocket client: connect, upgrade, subscribe, then read until the
 // run closes it. Runs on the bench's io_context thread.
 class subscriber {
-public:
+ public:
   subscriber(bench_run& run, std::size_t index);
   void start();
   /// Graceful close of a subscribed connection; false if it was not open.
   bool close();
 
-private:
+ private:
   enum class state { idle, connecting, ready, closing, done };
 
   void on_connect(const beast::error_code& ec);
@@ -382,12 +393,12 @@ private:
 // reconnects lazily after an error or a `Connection: close`. Runs on the
 // bench's io_context thread.
 class publisher {
-public:
+ public:
   explicit publisher(bench_run& run);
   void send(std::uint64_t seq);
   void close();
 
-private:
+ private:
   void on_connect(const beast::error_code& ec);
   void write();
   void on_written(const beast::error_code& ec);
@@ -411,7 +422,7 @@ private:
 // completion handler, which keeps the phase logic in one place; timing
 // figures come from the handlers themselves, not from the tick.
 class bench_run {
-public:
+ public:
   explicit bench_run(const bench_config& cfg);
   bench::run_results run();
 
@@ -436,7 +447,7 @@ public:
   void publish_done(publisher& p, std::uint64_t seq, std::uint64_t written_ns,
                     unsigned status, std::string error);
 
-private:
+ private:
   enum class phase { connecting, publishing, draining, closing };
 
   void tick();
@@ -451,7 +462,7 @@ private:
   }
 
   const bench_config& cfg_;
-  net::io_context io_{1};
+  net::io_context io_{1}; // one thread: the hint lets Asio skip its locks
   net::steady_timer tick_timer_{io_};
   net::steady_timer connect_timer_{io_};
   net::steady_timer publish_timer_{io_};
@@ -477,23 +488,26 @@ private:
   steady::time_point last_connect_done_;
 
   pacer publish_pacer_;
-  std::uint64_t next_due_ = 0;  // events [next_send_, next_due_) are due
+  std::uint64_t next_due_ = 0; // events [next_send_, next_due_) are due
   std::uint64_t next_send_ = 0;
   std::size_t publishes_in_flight_ = 0;
   std::uint64_t first_publish_ns_ = 0;
   std::uint64_t last_delivery_ns_ = 0;
 
-  steady::time_point window_start_;
-  std::optional<double> server_cpu_start_;
-  double self_cpu_start_ = 0;
+  // The CPU window ends at the first tick after the last delivery, not at
+  // the end of the drain: waiting for stragglers that never come would
+  // otherwise dilute the CPU share.
+  cpu_sample window_start_;
+  std::optional<cpu_sample> window_end_;
+  std::uint64_t sampled_delivery_ns_ = 0;
+
   std::size_t closes_pending_ = 0;
 };
 
 // ------------------------------------------------- subscriber, defined
 
 subscriber::subscriber(bench_run& run, std::size_t index)
-  : run_(run), index_(index), ws_(run.io()) {
-}
+    : run_(run), index_(index), ws_(run.io()) {}
 
 void subscriber::start() {
   state_ = state::connecting;
@@ -514,20 +528,19 @@ void subscriber::on_connect(const beast::error_code& ec) {
   stream.expires_never();
   websocket::stream_base::timeout t{};
   t.handshake_timeout = std::max<steady::duration>(
-    run_.deadline() - steady::now(), std::chrono::milliseconds(1));
+      run_.deadline() - steady::now(), std::chrono::milliseconds(1));
   t.idle_timeout = websocket::stream_base::none();
   t.keep_alive_pings = false;
   ws_.set_option(t);
   ws_.set_option(
-    websocket::stream_base::decorator([](websocket::request_type& req) {
-      req.set(http::field::user_agent, "tidings-bench");
-    }));
+      websocket::stream_base::decorator([](websocket::request_type& req) {
+        req.set(http::field::user_agent, "tidings-bench");
+      }));
   ws_.read_message_max(1 << 20);
   target_ = run_.target_for(index_);
-  ws_.async_handshake(run_.host_header(), target_,
-                      [this](const beast::error_code& ec) {
-                        on_handshake(ec);
-                      });
+  ws_.async_handshake(
+      run_.host_header(), target_,
+      [this](const beast::error_code& ec) { on_handshake(ec); });
 }
 
 void subscriber::on_handshake(const beast::error_code& ec) {
@@ -619,8 +632,7 @@ bool subscriber::close() {
 
 // -------------------------------------------------- publisher, defined
 
-publisher::publisher(bench_run& run) : run_(run), stream_(run.io()) {
-}
+publisher::publisher(bench_run& run) : run_(run), stream_(run.io()) {}
 
 void publisher::send(std::uint64_t seq) {
   seq_ = seq;
@@ -628,9 +640,8 @@ void publisher::send(std::uint64_t seq) {
   stream_.expires_at(run_.deadline());
   if (connected_)
     return write();
-  stream_.async_connect(run_.endpoint(), [this](const beast::error_code& ec) {
-    on_connect(ec);
-  });
+  stream_.async_connect(
+      run_.endpoint(), [this](const beast::error_code& ec) { on_connect(ec); });
 }
 
 void publisher::on_connect(const beast::error_code& ec) {
@@ -656,20 +667,18 @@ void publisher::write() {
   written_ns_ = now_ns();
   req_.body() = run_.publish_body(seq_, written_ns_);
   req_.prepare_payload();
-  http::async_write(stream_, req_,
-                    [this](const beast::error_code& ec, std::size_t) {
-                      on_written(ec);
-                    });
+  http::async_write(
+      stream_, req_,
+      [this](const beast::error_code& ec, std::size_t) { on_written(ec); });
 }
 
 void publisher::on_written(const beast::error_code& ec) {
   if (ec)
     return done(0, describe("write", ec));
   res_ = {};
-  http::async_read(stream_, buffer_, res_,
-                   [this](const beast::error_code& ec, std::size_t) {
-                     on_read(ec);
-                   });
+  http::async_read(
+      stream_, buffer_, res_,
+      [this](const beast::error_code& ec, std::size_t) { on_read(ec); });
 }
 
 void publisher::on_read(const beast::error_code& ec) {
@@ -698,9 +707,9 @@ void publisher::close() {
 // -------------------------------------------------- bench_run, defined
 
 bench_run::bench_run(const bench_config& cfg)
-  : cfg_(cfg), ledger_(cfg.subscribers, cfg.rooms, cfg.events) {
-  host_header_ = cfg.address.is_v6() ? "[" + cfg.address.to_string() + "]"
-                                     : cfg.host;
+    : cfg_(cfg), ledger_(cfg.subscribers, cfg.rooms, cfg.events) {
+  host_header_ =
+      cfg.address.is_v6() ? "[" + cfg.address.to_string() + "]" : cfg.host;
   host_header_ += ":" + std::to_string(cfg.port);
   for (std::size_t r = 0; r < cfg.rooms; ++r) {
     room_names_.push_back(cfg.room_prefix + std::to_string(r));
@@ -709,9 +718,8 @@ bench_run::bench_run(const bench_config& cfg)
       match.push_back(expand(m, {{"{room}", room_names_.back()}}));
     ready_match_.push_back(std::move(match));
   }
-  results_.setup = {cfg.host,   cfg.port,      cfg.subscribers,
-                    cfg.rooms,  cfg.events,    cfg.rate,
-                    cfg.publishers, cfg.payload_bytes};
+  results_.setup = {cfg.host,   cfg.port, cfg.subscribers, cfg.rooms,
+                    cfg.events, cfg.rate, cfg.publishers,  cfg.payload_bytes};
   results_.server_pids = cfg.server_pids;
   for (std::size_t i = 0; i < cfg.subscribers; ++i)
     subscribers_.push_back(std::make_unique<subscriber>(*this, i));
@@ -733,12 +741,12 @@ bench::run_results bench_run::run() {
   io_.run();
   results_.deliveries = ledger_.summarize();
   results_.connect_seconds =
-    std::chrono::duration<double>(last_connect_done_ - start).count();
+      std::chrono::duration<double>(last_connect_done_ - start).count();
   if (results_.connected + results_.connect_failed == 0)
     results_.connect_seconds = 0;
   if (first_publish_ns_ && last_delivery_ns_ > first_publish_ns_)
     results_.window_seconds =
-      static_cast<double>(last_delivery_ns_ - first_publish_ns_) / 1e9;
+        static_cast<double>(last_delivery_ns_ - first_publish_ns_) / 1e9;
   return std::move(results_);
 }
 
@@ -751,27 +759,32 @@ void bench_run::tick() {
     finish(false);
     return;
   }
+  if ((phase_ == phase::publishing || phase_ == phase::draining) &&
+      last_delivery_ns_ != sampled_delivery_ns_) {
+    sampled_delivery_ns_ = last_delivery_ns_;
+    window_end_ = take_cpu_sample(cfg_.server_pids);
+  }
   switch (phase_) {
-    case phase::connecting:
-      if (connects_done_ == cfg_.subscribers)
-        start_publishing();
-      break;
-    case phase::publishing:
-      if (next_send_ == cfg_.events && publishes_in_flight_ == 0) {
-        phase_ = phase::draining;
-        drain_deadline_ = now + cfg_.drain;
-      }
-      break;
-    case phase::draining:
-      if (ledger_.complete() || now >= drain_deadline_)
-        finish(true);
-      break;
-    case phase::closing:
-      if (closes_pending_ == 0 || now >= close_deadline_) {
-        io_.stop();
-        return;
-      }
-      break;
+  case phase::connecting:
+    if (connects_done_ == cfg_.subscribers)
+      start_publishing();
+    break;
+  case phase::publishing:
+    if (next_send_ == cfg_.events && publishes_in_flight_ == 0) {
+      phase_ = phase::draining;
+      drain_deadline_ = now + cfg_.drain;
+    }
+    break;
+  case phase::draining:
+    if (ledger_.complete() || now >= drain_deadline_)
+      finish(true);
+    break;
+  case phase::closing:
+    if (closes_pending_ == 0 || now >= close_deadline_) {
+      io_.stop();
+      return;
+    }
+    break;
   }
   tick_timer_.expires_after(std::chrono::milliseconds(10));
   tick_timer_.async_wait([this](const beast::error_code& ec) {
@@ -782,8 +795,8 @@ void bench_run::tick() {
 
 void bench_run::launch_connects() {
   auto now = steady::now();
-  while (next_connect_ < cfg_.subscribers
-         && connects_in_flight_ < cfg_.max_handshakes) {
+  while (next_connect_ < cfg_.subscribers &&
+         connects_in_flight_ < cfg_.max_handshakes) {
     auto due = connect_pacer_.due(next_connect_);
     if (due > now) {
       if (!connect_timer_armed_) {
@@ -802,15 +815,14 @@ void bench_run::launch_connects() {
   }
 }
 
-void bench_run::subscriber_ready(std::size_t sub,
-                                 steady::duration handshake) {
+void bench_run::subscriber_ready(std::size_t sub, steady::duration handshake) {
   --connects_in_flight_;
   ++connects_done_;
   ++results_.connected;
   last_connect_done_ = steady::now();
   ledger_.mark_ready(sub);
   results_.handshake_ns.record(static_cast<std::uint64_t>(
-    std::chrono::duration_cast<std::chrono::nanoseconds>(handshake).count()));
+      std::chrono::duration_cast<std::chrono::nanoseconds>(handshake).count()));
   launch_connects();
 }
 
@@ -838,15 +850,12 @@ void bench_run::start_publishing() {
     std::fprintf(stderr, "bench: no subscriber connected\n");
     return finish(true);
   }
-  std::fprintf(stderr,
-               "bench: %llu subscribed; publishing %llu events at %g/s\n",
+  std::fprintf(stderr, "bench: %llu subscribed; publishing %llu events\n",
                static_cast<unsigned long long>(results_.connected),
-               static_cast<unsigned long long>(cfg_.events), cfg_.rate);
+               static_cast<unsigned long long>(cfg_.events));
   phase_ = phase::publishing;
-  server_cpu_start_ = bench::process_cpu_seconds(cfg_.server_pids);
-  self_cpu_start_ = bench::self_cpu_seconds();
-  window_start_ = steady::now();
-  publish_pacer_ = {window_start_, cfg_.rate};
+  window_start_ = take_cpu_sample(cfg_.server_pids);
+  publish_pacer_ = {window_start_.at, cfg_.rate};
   on_publish_timer();
 }
 
@@ -874,7 +883,7 @@ void bench_run::feed_publishers() {
     auto late_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(late);
     if (late_ns.count() > 0)
       results_.max_behind_ns = std::max(
-        results_.max_behind_ns, static_cast<std::uint64_t>(late_ns.count()));
+          results_.max_behind_ns, static_cast<std::uint64_t>(late_ns.count()));
     ++publishes_in_flight_;
     p->send(next_send_++);
   }
@@ -911,9 +920,8 @@ void bench_run::frame(std::size_t sub, std::string_view frame,
   }
   if (!ledger_.record(sub, p->seq, room_index(p->room), p->offset))
     return;
-  results_.latency_ns.record(received_ns > p->sent_ns
-                               ? received_ns - p->sent_ns
-                               : 0);
+  results_.latency_ns.record(received_ns > p->sent_ns ? received_ns - p->sent_ns
+                                                      : 0);
   last_delivery_ns_ = std::max(last_delivery_ns_, received_ns);
 }
 
@@ -923,12 +931,12 @@ void bench_run::finish(bool graceful) {
   // CPU and memory are read before any connection closes, so they describe
   // the server while it still holds every subscriber.
   if (phase_ != phase::connecting) {
+    auto end = window_end_ ? *window_end_ : take_cpu_sample(cfg_.server_pids);
     results_.cpu_window_seconds =
-      std::chrono::duration<double>(steady::now() - window_start_).count();
-    auto server_end = bench::process_cpu_seconds(cfg_.server_pids);
-    if (server_cpu_start_ && server_end)
-      results_.server_cpu_seconds = *server_end - *server_cpu_start_;
-    results_.self_cpu_seconds = bench::self_cpu_seconds() - self_cpu_start_;
+        std::chrono::duration<double>(end.at - window_start_.at).count();
+    if (window_start_.server && end.server)
+      results_.server_cpu_seconds = *end.server - *window_start_.server;
+    results_.self_cpu_seconds = end.self - window_start_.self;
   }
   results_.server_end = bench::process_memory(cfg_.server_pids);
   for (auto& p : publishers_)
@@ -941,7 +949,7 @@ void bench_run::finish(bool graceful) {
   }
   phase_ = phase::closing;
   close_deadline_ =
-    std::min(steady::now() + std::chrono::seconds(2), deadline_);
+      std::min(steady::now() + std::chrono::seconds(2), deadline_);
   for (auto& s : subscribers_)
     if (s->close())
       ++closes_pending_;
@@ -990,23 +998,23 @@ std::size_t bench_run::room_index(std::string_view name) const {
   std::size_t idx = 0;
   auto rest = name.substr(prefix.size());
   auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), idx);
-  if (ec != std::errc{} || end != rest.data() + rest.size()
-      || idx >= cfg_.rooms)
+  if (ec != std::errc{} || end != rest.data() + rest.size() ||
+      idx >= cfg_.rooms)
     return SIZE_MAX;
   return idx;
 }
 
 void print(const bench_config& cfg, const bench::run_results& r) {
   switch (cfg.format) {
-    case output_format::human:
-      bench::print_human(std::cout, r);
-      break;
-    case output_format::json:
-      bench::print_json(std::cout, r);
-      break;
-    case output_format::csv:
-      bench::print_csv(std::cout, r, cfg.csv_header);
-      break;
+  case output_format::human:
+    bench::print_human(std::cout, r);
+    break;
+  case output_format::json:
+    bench::print_json(std::cout, r);
+    break;
+  case output_format::csv:
+    bench::print_csv(std::cout, r, cfg.csv_header);
+    break;
   }
   std::cout.flush();
 }

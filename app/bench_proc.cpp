@@ -74,6 +74,8 @@ std::optional<std::uint64_t> sum_over(const std::vector<int>& pids, F read) {
 } // namespace
 
 std::optional<double> process_cpu_seconds(const std::vector<int>& pids) {
+  if (pids.empty())
+    return std::nullopt;
   double total = 0;
   for (int pid : pids) {
     auto s = cpu_seconds_of(pid);
@@ -101,8 +103,8 @@ double self_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   auto secs = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec)
-           + static_cast<double>(tv.tv_usec) / 1e6;
+    return static_cast<double>(tv.tv_sec) +
+           static_cast<double>(tv.tv_usec) / 1e6;
   };
   return secs(ru.ru_utime) + secs(ru.ru_stime);
 }

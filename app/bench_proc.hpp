@@ -11,8 +11,9 @@
 
 namespace tidings::app::bench {
 
-/// utime + stime of the processes, in seconds; nullopt when any of them is
-/// gone or unreadable (a partial sum would understate the cost).
+/// utime + stime of the processes, in seconds; nullopt when there are none
+/// or any of them is gone or unreadable (a partial sum would understate the
+/// cost).
 std::optional<double> process_cpu_seconds(const std::vector<int>& pids);
 
 /// Summed over the processes, in bytes; nullopt when a file is unreadable.

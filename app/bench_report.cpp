@@ -35,8 +35,7 @@ std::optional<double> server_core_share(const run_results& r) {
   return *r.server_cpu_seconds / r.cpu_window_seconds;
 }
 
-void add_latency(field_list& f, const std::string& prefix,
-                 const histogram& h) {
+void add_latency(field_list& f, const std::string& prefix, const histogram& h) {
   f.emplace_back(prefix + "p50_ms", ms(h.percentile(0.50)));
   f.emplace_back(prefix + "p90_ms", ms(h.percentile(0.90)));
   f.emplace_back(prefix + "p99_ms", ms(h.percentile(0.99)));
@@ -80,17 +79,15 @@ field_list fields(const run_results& r) {
   f.emplace_back("disconnected", r.disconnected);
   f.emplace_back("error_frames", r.error_frames);
   f.emplace_back("cpu_window_s", r.cpu_window_seconds);
-  f.emplace_back("server_cpu_s", r.server_cpu_seconds
-                                   ? ojson(*r.server_cpu_seconds)
-                                   : ojson());
+  f.emplace_back("server_cpu_s",
+                 r.server_cpu_seconds ? ojson(*r.server_cpu_seconds) : ojson());
   auto share = server_core_share(r);
-  f.emplace_back("server_cpu_pct",
-                 share ? ojson(*share * 100) : ojson());
-  f.emplace_back("deliveries_per_server_cpu_s",
-                 r.server_cpu_seconds && *r.server_cpu_seconds > 0
-                   ? ojson(static_cast<double>(d.received)
-                                    / *r.server_cpu_seconds)
-                   : ojson());
+  f.emplace_back("server_cpu_pct", share ? ojson(*share * 100) : ojson());
+  f.emplace_back(
+      "deliveries_per_server_cpu_s",
+      r.server_cpu_seconds && *r.server_cpu_seconds > 0
+          ? ojson(static_cast<double>(d.received) / *r.server_cpu_seconds)
+          : ojson());
   f.emplace_back("server_rss_before_connect",
                  opt_json(r.server_before_connect.rss));
   f.emplace_back("server_rss_after_connect",
@@ -103,9 +100,8 @@ field_list fields(const run_results& r) {
   f.emplace_back("bench_cpu_s", r.self_cpu_seconds);
   f.emplace_back("bench_cpu_pct",
                  r.cpu_window_seconds > 0
-                   ? ojson(r.self_cpu_seconds / r.cpu_window_seconds
-                                    * 100)
-                   : ojson());
+                     ? ojson(r.self_cpu_seconds / r.cpu_window_seconds * 100)
+                     : ojson());
   f.emplace_back("timed_out", r.timed_out);
   f.emplace_back("ok", r.failures().empty());
   return f;
@@ -153,8 +149,8 @@ void print_memory(std::ostream& out, const run_results& r) {
 
 double run_results::deliveries_per_second() const {
   return window_seconds > 0
-           ? static_cast<double>(deliveries.received) / window_seconds
-           : 0.0;
+             ? static_cast<double>(deliveries.received) / window_seconds
+             : 0.0;
 }
 
 std::vector<std::string> run_results::failures() const {
@@ -179,13 +175,16 @@ void print_human(std::ostream& out, const run_results& r) {
   const auto& s = r.setup;
   const auto& d = r.deliveries;
   char buf[512];
+  char rate[32] = "unpaced";
+  if (s.rate > 0)
+    std::snprintf(rate, sizeof rate, "at %g/s", s.rate);
   std::snprintf(buf, sizeof buf,
                 "tidings bench  %s:%u  %llu subscribers / %llu room(s), "
-                "%llu events at %g/s over %llu publishers\n",
+                "%llu events %s over %llu publishers\n",
                 s.host.c_str(), s.port,
                 static_cast<unsigned long long>(s.subscribers),
                 static_cast<unsigned long long>(s.rooms),
-                static_cast<unsigned long long>(s.events), s.rate,
+                static_cast<unsigned long long>(s.events), rate,
                 static_cast<unsigned long long>(s.publishers));
   out << buf;
   std::snprintf(buf, sizeof buf,
@@ -242,8 +241,8 @@ void print_human(std::ostream& out, const run_results& r) {
                   "deliveries per CPU-second\n",
                   *r.server_cpu_seconds, r.cpu_window_seconds, *share * 100,
                   *r.server_cpu_seconds > 0
-                    ? static_cast<double>(d.received) / *r.server_cpu_seconds
-                    : 0.0);
+                      ? static_cast<double>(d.received) / *r.server_cpu_seconds
+                      : 0.0);
     out << buf;
   } else if (!r.server_pids.empty()) {
     out << "server cpu   unavailable (process gone or unreadable)\n";
@@ -252,8 +251,8 @@ void print_human(std::ostream& out, const run_results& r) {
   std::snprintf(buf, sizeof buf, "bench cpu    %.2f s = %.0f%% of a core\n",
                 r.self_cpu_seconds,
                 r.cpu_window_seconds > 0
-                  ? r.self_cpu_seconds / r.cpu_window_seconds * 100
-                  : 0.0);
+                    ? r.self_cpu_seconds / r.cpu_window_seconds * 100
+                    : 0.0);
   out << buf;
   auto why = r.failures();
   out << "result       ";

@@ -54,7 +54,7 @@ struct run_results {
   std::map<std::string, std::uint64_t> disconnect_reasons;
   std::uint64_t error_frames = 0; // {"type":"error"} frames received
 
-  // CPU over the same window (publish start -> end of drain).
+  // CPU from the first publish to the first tick after the last delivery.
   std::vector<int> server_pids;
   std::optional<double> server_cpu_seconds;
   double cpu_window_seconds = 0;

@@ -22,8 +22,8 @@ std::size_t bucket_of(std::uint64_t v) {
   if (v < linear_limit)
     return static_cast<std::size_t>(v);
   unsigned shift = leading_bit(v) - 6; // >= 1, leaves v >> shift in [64,128)
-  return linear_limit + (shift - 1) * sub_buckets
-         + static_cast<std::size_t>((v >> shift) - sub_buckets);
+  return linear_limit + (shift - 1) * sub_buckets +
+         static_cast<std::size_t>((v >> shift) - sub_buckets);
 }
 
 // Midpoint of a bucket: halves the worst-case error of its lower bound.
@@ -67,9 +67,8 @@ std::optional<std::uint64_t> number_at(std::string_view s,
 }
 
 // Room names are ours (no escapes), so the closing quote ends the value.
-std::optional<std::string_view> string_at(std::string_view s,
-                                          std::string_view quoted_key,
-                                          std::size_t from) {
+std::optional<std::string_view>
+string_at(std::string_view s, std::string_view quoted_key, std::size_t from) {
   auto i = value_pos(s, quoted_key, from);
   if (i == std::string_view::npos || s[i] != '"')
     return std::nullopt;
@@ -81,8 +80,7 @@ std::optional<std::string_view> string_at(std::string_view s,
 
 } // namespace
 
-histogram::histogram() : buckets_(bucket_count, 0) {
-}
+histogram::histogram() : buckets_(bucket_count, 0) {}
 
 void histogram::record(std::uint64_t value) {
   ++buckets_[bucket_of(value)];
@@ -104,7 +102,7 @@ std::uint64_t histogram::percentile(double q) const {
   // Nearest-rank: the smallest value with at least q of the samples at or
   // below it.
   auto rank = static_cast<std::uint64_t>(
-    std::ceil(std::max(q, 0.0) * static_cast<double>(count_)));
+      std::ceil(std::max(q, 0.0) * static_cast<double>(count_)));
   rank = std::max<std::uint64_t>(rank, 1);
   std::uint64_t seen = 0;
   for (std::size_t i = 0; i < buckets_.size(); ++i) {
@@ -161,12 +159,10 @@ std::string make_payload(std::uint64_t seq, std::string_view room,
 
 delivery_ledger::delivery_ledger(std::size_t subscribers, std::size_t rooms,
                                  std::uint64_t events)
-  : rooms_(rooms),
-    events_(events),
-    subs_(subscribers),
-    ready_per_room_(rooms, 0),
-    delivered_(static_cast<std::size_t>(events), 0),
-    acked_(static_cast<std::size_t>(events), false) {
+    : rooms_(rooms), events_(events), subs_(subscribers),
+      ready_per_room_(rooms, 0),
+      delivered_(static_cast<std::size_t>(events), 0),
+      acked_(static_cast<std::size_t>(events), false) {
   for (std::size_t i = 0; i < subscribers; ++i) {
     auto r = room_of_subscriber(i);
     // Events r, r+R, r+2R, ... below `events`.
@@ -201,18 +197,18 @@ bool delivery_ledger::record(std::size_t sub, std::uint64_t seq,
     ++misrouted_;
     return false;
   }
+  auto k = static_cast<std::size_t>(seq / rooms_);
+  if (s.seen[k]) {
+    ++duplicated_; // a repeat is counted once, not also as out of order
+    return false;
+  }
+  s.seen[k] = true;
   if (offset) {
     if (s.has_offset && *offset <= s.last_offset)
       ++out_of_order_;
     s.last_offset = *offset;
     s.has_offset = true;
   }
-  auto k = static_cast<std::size_t>(seq / rooms_);
-  if (s.seen[k]) {
-    ++duplicated_;
-    return false;
-  }
-  s.seen[k] = true;
   if (!s.ready)
     return false; // not counted as expected, so not as received either
   ++delivered_[seq];

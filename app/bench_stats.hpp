@@ -20,7 +20,7 @@ namespace tidings::app::bench {
 /// is within 0.8% of the exact one. Constant memory and O(1) record, which
 /// matters because the generator shares the CPU with the server it measures.
 class histogram {
-public:
+ public:
   histogram();
   void record(std::uint64_t value);
   std::uint64_t count() const { return count_; }
@@ -30,7 +30,7 @@ public:
   /// q in [0, 1]; the exact max for q = 1, 0 when empty.
   std::uint64_t percentile(double q) const;
 
-private:
+ private:
   std::vector<std::uint64_t> buckets_;
   std::uint64_t count_ = 0;
   std::uint64_t max_ = 0;
@@ -63,10 +63,10 @@ std::string make_payload(std::uint64_t seq, std::string_view room,
 /// event s goes to room s % rooms, so a subscriber's ledger is indexed by
 /// s / rooms and stays small even with many rooms.
 class delivery_ledger {
-public:
+ public:
   struct totals {
-    std::uint64_t expected = 0;     // acked events x ready subscribers
-    std::uint64_t received = 0;     // first deliveries of acked events
+    std::uint64_t expected = 0; // acked events x ready subscribers
+    std::uint64_t received = 0; // first deliveries of acked events
     std::uint64_t missed = 0;
     std::uint64_t duplicated = 0;
     std::uint64_t misrouted = 0;
@@ -77,9 +77,7 @@ public:
   delivery_ledger(std::size_t subscribers, std::size_t rooms,
                   std::uint64_t events);
 
-  std::size_t room_of_subscriber(std::size_t sub) const {
-    return sub % rooms_;
-  }
+  std::size_t room_of_subscriber(std::size_t sub) const { return sub % rooms_; }
   std::size_t room_of_event(std::uint64_t seq) const { return seq % rooms_; }
 
   /// Subscribers count as expected receivers only once ready (subscribed);
@@ -101,7 +99,7 @@ public:
   /// Walks every ledger; call once at the end.
   totals summarize() const;
 
-private:
+ private:
   struct subscriber {
     std::vector<bool> seen; // by seq / rooms
     std::uint64_t last_offset = 0;

@@ -1,1 +1,210 @@
-// placeholder: being written
+// The listener and server::impl. One io_context run by `threads` threads;
+// the listener accepts on its own strand and gives every connection a new
+// strand of its own.
+#include "transport/server.hpp"
+
+#include "protocol/errors.hpp"
+#include "transport/http_session.hpp"
+#include "transport/shared_state.hpp"
+#include "transport/ws_session.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+
+#include <atomic>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tidings::transport {
+
+namespace beast = boost::beast;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// After stop() asks every WebSocket session to close, how long they get to
+// finish the close handshake before the io_context is stopped anyway.
+constexpr std::chrono::milliseconds stop_grace{1500};
+
+// Accepts connections and starts an http_session for each.
+// Executor: its own strand; stop() posts there.
+class listener : public std::enable_shared_from_this<listener> {
+public:
+  listener(net::io_context& ioc, std::shared_ptr<shared_state> state)
+    : ioc_(ioc),
+      acceptor_(net::make_strand(ioc)),
+      retry_(acceptor_.get_executor()),
+      state_(std::move(state)) {
+  }
+
+  /// Binds; call before run(), from one thread.
+  std::optional<std::string> open(const std::string& host,
+                                  std::uint16_t port) {
+    beast::error_code ec;
+    tcp::resolver resolver{ioc_};
+    auto results = resolver.resolve(host, std::to_string(port),
+                                    tcp::resolver::passive, ec);
+    if (ec || results.empty())
+      return "cannot resolve " + host + ": " + ec.message();
+    tcp::endpoint ep = results.begin()->endpoint();
+    if (acceptor_.open(ep.protocol(), ec)
+        || acceptor_.set_option(net::socket_base::reuse_address(true), ec)
+        || acceptor_.bind(ep, ec)
+        || acceptor_.listen(net::socket_base::max_listen_connections, ec)) {
+      beast::error_code ignored;
+      acceptor_.close(ignored);
+      return "cannot listen on " + host + ":" + std::to_string(port) + ": "
+             + ec.message();
+    }
+    port_ = acceptor_.local_endpoint(ec).port();
+    return std::nullopt;
+  }
+
+  std::uint16_t port() const { return port_; }
+
+  void run() {
+    net::dispatch(acceptor_.get_executor(),
+                  beast::bind_front_handler(&listener::do_accept,
+                                            shared_from_this()));
+  }
+
+  void stop() {
+    net::post(acceptor_.get_executor(), [self = shared_from_this()] {
+      self->stopped_ = true;
+      beast::error_code ignored;
+      self->acceptor_.close(ignored);
+      self->retry_.cancel();
+    });
+  }
+
+private:
+  void do_accept() {
+    if (stopped_)
+      return;
+    acceptor_.async_accept(net::make_strand(ioc_),
+                           beast::bind_front_handler(&listener::on_accept,
+                                                     shared_from_this()));
+  }
+
+  void on_accept(beast::error_code ec, tcp::socket socket) {
+    if (stopped_ || ec == net::error::operation_aborted)
+      return;
+    if (ec) {
+      // E.g. out of file descriptors: retrying at once would spin.
+      retry_.expires_after(std::chrono::milliseconds(50));
+      retry_.async_wait([self = shared_from_this()](beast::error_code e) {
+        if (!e)
+          self->do_accept();
+      });
+      return;
+    }
+    std::make_shared<http_session>(std::move(socket), state_)->run();
+    do_accept();
+  }
+
+  net::io_context& ioc_;
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_;
+  std::shared_ptr<shared_state> state_;
+  std::uint16_t port_ = 0;
+  bool stopped_ = false;
+};
+
+} // namespace
+
+struct server::impl {
+  // Declared first so that it is destroyed last: every I/O object below
+  // belongs to it.
+  net::io_context ioc;
+  std::shared_ptr<shared_state> state;
+  std::shared_ptr<listener> accept;
+  net::executor_work_guard<net::io_context::executor_type> work;
+  net::steady_timer grace;
+  unsigned threads;
+  std::atomic<bool> stopping{false};
+
+  impl(server_options opts, std::shared_ptr<application> app)
+    : ioc(static_cast<int>(opts.threads > 0 ? opts.threads : 1)),
+      state(std::make_shared<shared_state>(std::move(opts), std::move(app))),
+      work(ioc.get_executor()),
+      grace(ioc),
+      threads(state->options().threads > 0 ? state->options().threads : 1) {
+  }
+
+  ~impl() {
+    ioc.stop();
+    state->detach();
+    // Sessions the grace period did not see end: tell their handlers now,
+    // while no I/O thread runs.
+    for (auto& s : state->sessions())
+      s->abandon();
+  }
+
+  // Runs on the io_context.
+  void begin_stop() {
+    work.reset();
+    if (accept)
+      accept->stop();
+    const auto& e = protocol::describe(protocol::close_reason::shutting_down);
+    for (auto& s : state->begin_stop())
+      s->close(static_cast<std::uint16_t>(e.code), e.reason);
+    state->when_empty([this] { ioc.stop(); });
+    grace.expires_after(stop_grace);
+    grace.async_wait([this](beast::error_code ec) {
+      if (!ec)
+        ioc.stop();
+    });
+  }
+};
+
+server::server(server_options opts, std::shared_ptr<application> app)
+  : impl_(std::make_unique<impl>(std::move(opts), std::move(app))) {
+}
+
+server::~server() = default;
+
+std::optional<std::string> server::listen() {
+  if (impl_->accept)
+    return std::string{"already listening"};
+  auto l = std::make_shared<listener>(impl_->ioc, impl_->state);
+  const auto& opts = impl_->state->options();
+  if (auto err = l->open(opts.host, opts.port))
+    return err;
+  impl_->accept = std::move(l);
+  impl_->accept->run();
+  return std::nullopt;
+}
+
+std::uint16_t server::port() const {
+  return impl_->accept ? impl_->accept->port() : 0;
+}
+
+void server::run() {
+  std::vector<std::thread> extra;
+  extra.reserve(impl_->threads - 1);
+  for (unsigned i = 1; i < impl_->threads; ++i)
+    extra.emplace_back([this] { impl_->ioc.run(); });
+  impl_->ioc.run();
+  for (auto& t : extra)
+    t.join();
+}
+
+void server::stop() {
+  if (impl_->stopping.exchange(true))
+    return;
+  net::post(impl_->ioc, [i = impl_.get()] { i->begin_stop(); });
+}
+
+transport_counters server::counters() const {
+  return impl_->state->counters().snapshot();
+}
+
+} // namespace tidings::transport

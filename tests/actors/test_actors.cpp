@@ -1,1 +1,418 @@
-// placeholder: being written
+// Actor behaviour on CAF's deterministic scheduler: the real gateway,
+// connection, directory, room and history writer, with a recording sink in
+// place of a socket and the in-memory store in place of SQLite.
+#include "actors/gateway.hpp"
+#include "actors/history_writer.hpp"
+#include "actors/messages.hpp"
+#include "actors/room_directory.hpp"
+#include "persistence/memory_store.hpp"
+#include "protocol/jwt.hpp"
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <mutex>
+
+using namespace tidings;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string secret = "actor-test-secret-0123456789abcdef";
+
+class recording_sink : public transport::frame_sink {
+public:
+  bool deliver(transport::frame f) override {
+    std::lock_guard<std::mutex> g{m_};
+    if (closed_ || refuse_)
+      return false;
+    frames_.push_back(std::move(f));
+    return true;
+  }
+  void close(std::uint16_t code, std::string_view reason) override {
+    std::lock_guard<std::mutex> g{m_};
+    if (!closed_) {
+      closed_ = true;
+      code_ = code;
+      reason_ = std::string{reason};
+    }
+  }
+  std::size_t queued_bytes() const override { return 0; }
+
+  void refuse(bool on) {
+    std::lock_guard<std::mutex> g{m_};
+    refuse_ = on;
+  }
+  std::vector<transport::frame> frames() const {
+    std::lock_guard<std::mutex> g{m_};
+    return frames_;
+  }
+  std::vector<json> parsed() const {
+    std::vector<json> out;
+    for (auto& f : frames())
+      out.push_back(json::parse(*f));
+    return out;
+  }
+  /// Frames of one `type`.
+  std::vector<json> of_type(const std::string& type) const {
+    std::vector<json> out;
+    for (auto& j : parsed())
+      if (j["type"] == type)
+        out.push_back(j);
+    return out;
+  }
+  std::uint16_t close_code() const {
+    std::lock_guard<std::mutex> g{m_};
+    return code_;
+  }
+  std::string close_reason() const {
+    std::lock_guard<std::mutex> g{m_};
+    return reason_;
+  }
+
+private:
+  mutable std::mutex m_;
+  std::vector<transport::frame> frames_;
+  bool closed_ = false;
+  bool refuse_ = false;
+  std::uint16_t code_ = 0;
+  std::string reason_;
+};
+
+struct fixture {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::scheduler::test_coordinator* sched = nullptr;
+  actors::node_state node;
+  std::shared_ptr<persistence::memory_store> store
+    = std::make_shared<persistence::memory_store>();
+  caf::actor writer;
+  caf::actor directory;
+  std::shared_ptr<actors::gateway> gw;
+  std::string api_key = "test-api-key";
+  std::vector<std::shared_ptr<transport::connection_handler>> opened;
+
+  explicit fixture(std::chrono::milliseconds room_idle = std::chrono::seconds(30),
+                   std::chrono::milliseconds heartbeat = {}) {
+    cfg.set("scheduler.policy", caf::atom("testing"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
+    actors::history_writer_config wc;
+    wc.detached = false;
+    writer = actors::spawn_history_writer(*sys, store, node, wc);
+    actors::room_config rc;
+    rc.idle_timeout = room_idle;
+    directory = actors::spawn_room_directory(*sys, writer, node, rc);
+    actors::connection_config cc;
+    cc.key = std::make_shared<const protocol::jwt_key>(
+      *protocol::jwt_key::hs256(secret));
+    cc.auth_timeout = std::chrono::seconds(5);
+    cc.heartbeat_interval = heartbeat;
+    cc.max_subscriptions = 4;
+    actors::gateway_config gc;
+    gc.conn = std::make_shared<const actors::connection_config>(cc);
+    gc.api_key = api_key;
+    gw = std::make_shared<actors::gateway>(*sys, directory, node, gc);
+    run();
+  }
+
+  ~fixture() {
+    for (auto& h : opened)
+      h->on_closed(); // what the transport does when it stops
+    run();
+    gw.reset();
+    // The production shutdown path: rooms retire, then the writer stops.
+    caf::anon_send(directory, actors::shutdown_atom::value);
+    run();
+  }
+
+  void run() { sched->run(); }
+
+  std::string token(const std::string& sub, std::vector<std::string> rooms,
+                    bool admin = false) {
+    protocol::token_request req;
+    req.sub = sub;
+    req.rooms = std::move(rooms);
+    req.admin = admin;
+    req.iat = actors::unix_now();
+    return protocol::sign_hs256(req, secret);
+  }
+
+  struct client {
+    std::shared_ptr<recording_sink> sink;
+    std::shared_ptr<transport::connection_handler> handler;
+    void send(const std::string& text) { handler->on_message(text); }
+  };
+
+  client connect(const std::string& query_token = {}) {
+    client c;
+    c.sink = std::make_shared<recording_sink>();
+    transport::http_request req;
+    req.target = query_token.empty() ? "/api/v1/ws"
+                                     : "/api/v1/ws?token=" + query_token;
+    c.handler = gw->open(req, c.sink);
+    opened.push_back(c.handler);
+    run();
+    return c;
+  }
+
+  transport::http_response http(const std::string& method,
+                                const std::string& target,
+                                const std::string& auth = {},
+                                const std::string& body = {}) {
+    auto out = std::make_shared<std::optional<transport::http_response>>();
+    transport::http_request req;
+    req.method = method;
+    req.target = target;
+    req.authorization = auth;
+    req.body = body;
+    gw->handle_http(req, [out](transport::http_response r) { *out = r; });
+    run();
+    REQUIRE(out->has_value());
+    return **out;
+  }
+
+  std::uint64_t publish(const std::string& room, const std::string& data,
+                        const std::string& type = "execution_update") {
+    auto r = http("POST", "/api/v1/publish", "Bearer " + api_key,
+                  R"({"room_id":")" + room + R"(","type":")" + type
+                    + R"(","event":"status_changed","data":)" + data + "}");
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+    return json::parse(r.body)["offset"].get<std::uint64_t>();
+  }
+};
+
+} // namespace
+
+TEST_CASE("a query token connects and joins the user's room", "[actors]") {
+  fixture f;
+  auto c = f.connect(f.token("alice", {"execution:*"}));
+  auto frames = c.sink->parsed();
+  REQUIRE(frames.size() == 2);
+  CHECK(frames[0]["type"] == "connection");
+  CHECK(frames[0]["event"] == "connected");
+  CHECK(frames[0]["connection_id"].is_string());
+  CHECK(frames[1]["type"] == "subscription");
+  CHECK(frames[1]["room_id"] == "user:alice");
+  CHECK(f.node.total_connections() == 1);
+  c.handler->on_closed();
+  f.run();
+  CHECK(f.node.total_connections() == 0);
+}
+
+TEST_CASE("one publication, the same bytes to every subscriber, in order",
+          "[actors]") {
+  fixture f;
+  std::vector<fixture::client> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(f.connect(f.token("u" + std::to_string(i),
+                                        {"execution:*"})));
+    clients.back().send(R"({"type":"subscribe","room_id":"execution:e1"})");
+    f.run();
+  }
+  CHECK(f.publish("execution:e1", R"({"n":1})") == 1);
+  CHECK(f.publish("execution:e1", R"({"n":2})") == 2);
+  CHECK(f.publish("execution:other", R"({"n":9})") == 1);
+  std::vector<const std::string*> first_frames;
+  for (auto& c : clients) {
+    auto events = c.sink->of_type("execution_update");
+    REQUIRE(events.size() == 2);
+    CHECK(events[0]["offset"] == 1);
+    CHECK(events[1]["offset"] == 2);
+    CHECK(events[0]["data"]["n"] == 1);
+    CHECK(events[0]["room_id"] == "execution:e1");
+    CHECK(events[0]["event"] == "status_changed");
+    CHECK(events[0]["epoch"] == events[1]["epoch"]);
+    // The confirmation precedes every event of the room.
+    auto all = c.sink->parsed();
+    auto sub = std::find_if(all.begin(), all.end(), [](auto& j) {
+      return j["type"] == "subscription" && j["room_id"] == "execution:e1";
+    });
+    auto ev = std::find_if(all.begin(), all.end(), [](auto& j) {
+      return j["type"] == "execution_update";
+    });
+    CHECK(sub < ev);
+    for (auto& fr : c.sink->frames())
+      if (fr->find("\"offset\":1,") != std::string::npos
+          && fr->find("execution_update") != std::string::npos)
+        first_frames.push_back(fr.get());
+  }
+  REQUIRE(first_frames.size() == 3);
+  CHECK(first_frames[0] == first_frames[1]); // encoded once, shared
+  CHECK(first_frames[1] == first_frames[2]);
+  CHECK(f.node.counters.deliveries.load() == 6);
+  // History holds what was acknowledged.
+  auto stored = f.store->read_since("execution:e1", 0, 10);
+  REQUIRE(stored);
+  CHECK(stored->size() == 2);
+}
+
+TEST_CASE("first-message auth, its failures and its timeout", "[actors]") {
+  fixture f;
+  SECTION("auth message") {
+    auto c = f.connect();
+    CHECK(c.sink->parsed().empty());
+    c.send(R"({"type":"subscribe","room_id":"execution:e1"})");
+    f.run();
+    REQUIRE(c.sink->of_type("error").size() == 1);
+    CHECK(c.sink->of_type("error")[0]["error_code"] == "NOT_AUTHENTICATED");
+    c.send(R"({"type":"auth","token":")" + f.token("bob", {}) + "\"}");
+    f.run();
+    CHECK(c.sink->of_type("connection").size() == 1);
+    c.send(R"({"type":"auth","token":")" + f.token("bob", {}) + "\"}");
+    f.run();
+    CHECK(c.sink->of_type("error").back()["error_code"]
+          == "ALREADY_AUTHENTICATED");
+    f.sched->trigger_timeouts(); // the auth timer fires after auth: no effect
+    f.run();
+    CHECK(c.sink->close_code() == 0);
+  }
+  SECTION("bad token in the message closes 1008") {
+    auto c = f.connect();
+    c.send(R"({"type":"auth","token":"x.y.z"})");
+    f.run();
+    CHECK(c.sink->close_code() == 1008);
+    CHECK(c.sink->close_reason() == "Invalid token");
+  }
+  SECTION("bad token in the query closes 1008") {
+    auto forged = f.token("eve", {}) + "x";
+    auto c = f.connect(forged);
+    CHECK(c.sink->close_code() == 1008);
+    CHECK(f.node.counters.auth_failures.load() == 1);
+  }
+  SECTION("no auth in time closes 1008") {
+    auto c = f.connect();
+    f.sched->trigger_timeouts();
+    f.run();
+    CHECK(c.sink->close_code() == 1008);
+    CHECK(c.sink->close_reason() == "Authentication timeout");
+  }
+}
+
+TEST_CASE("commands: ACL, errors, list, unsubscribe, limits", "[actors]") {
+  fixture f;
+  auto c = f.connect(f.token("alice", {"execution:e1", "workflow:*"}));
+  c.send(R"({"type":"subscribe","room_id":"execution:e2"})");
+  c.send(R"({"type":"subscribe","room_id":"user:bob"})");
+  c.send("not json");
+  c.send(R"({"type":"fly"})");
+  c.send(R"({"type":"subscribe"})");
+  c.send(R"({"type":"unsubscribe","room_id":"workflow:w9"})");
+  f.run();
+  auto errors = c.sink->of_type("error");
+  REQUIRE(errors.size() == 6);
+  CHECK(errors[0]["error_code"] == "ACCESS_DENIED");
+  CHECK(errors[0]["message"] == "Access denied to room");
+  CHECK(errors[0]["room_id"] == "execution:e2");
+  CHECK(errors[1]["error_code"] == "ACCESS_DENIED");
+  CHECK(errors[2]["error_code"] == "INVALID_JSON");
+  CHECK(errors[3]["error_code"] == "UNKNOWN_TYPE");
+  CHECK(errors[4]["error_code"] == "MISSING_FIELD");
+  CHECK(errors[5]["error_code"] == "NOT_SUBSCRIBED");
+
+  c.send(R"({"type":"subscribe","room_id":"execution:e1"})");
+  c.send(R"({"type":"list_subscriptions"})");
+  c.send(R"({"type":"ping"})");
+  f.run();
+  auto lists = c.sink->of_type("subscriptions");
+  REQUIRE(lists.size() == 1);
+  CHECK(lists[0]["rooms"] == json::array({"execution:e1", "user:alice"}));
+  CHECK(c.sink->of_type("pong").size() == 1);
+
+  c.send(R"({"type":"unsubscribe","room_id":"execution:e1"})");
+  f.run();
+  CHECK(c.sink->of_type("subscription").back()["event"] == "unsubscribed");
+  f.publish("execution:e1", "{}");
+  CHECK(c.sink->of_type("execution_update").empty());
+
+  // max_subscriptions is 4 in the fixture; user:alice is one of them.
+  for (int i = 0; i < 4; ++i)
+    c.send(R"({"type":"subscribe","room_id":"workflow:w)" + std::to_string(i)
+           + "\"}");
+  f.run();
+  CHECK(c.sink->of_type("error").back()["error_code"]
+        == "TOO_MANY_SUBSCRIPTIONS");
+}
+
+TEST_CASE("a refusing sink does not stall the room", "[actors]") {
+  fixture f;
+  auto slow = f.connect(f.token("slow", {"execution:*"}));
+  auto fast = f.connect(f.token("fast", {"execution:*"}));
+  slow.send(R"({"type":"subscribe","room_id":"execution:e1"})");
+  fast.send(R"({"type":"subscribe","room_id":"execution:e1"})");
+  f.run();
+  slow.sink->refuse(true); // what a closing, over-full session does
+  for (int i = 0; i < 50; ++i)
+    f.publish("execution:e1", std::to_string(i));
+  CHECK(fast.sink->of_type("execution_update").size() == 50);
+  CHECK(f.node.counters.dropped_deliveries.load() == 50);
+}
+
+TEST_CASE("idle rooms retire and offsets continue after", "[actors]") {
+  fixture f{std::chrono::seconds(1)};
+  CHECK(f.publish("execution:r", "1") == 1);
+  CHECK(f.node.counters.rooms_alive.load() == 1);
+  f.sched->trigger_timeouts();
+  f.run();
+  f.sched->trigger_timeouts();
+  f.run();
+  CHECK(f.node.counters.rooms_alive.load() == 0);
+  CHECK(f.publish("execution:r", "2") == 2); // a new room, same history
+  CHECK(f.node.counters.rooms_alive.load() == 1);
+}
+
+TEST_CASE("HTTP API: publish auth, bad bodies, stats and rooms", "[actors]") {
+  fixture f;
+  CHECK(f.http("POST", "/api/v1/publish", "Bearer wrong",
+               R"({"room_id":"a:b","type":"t","data":1})")
+          .status
+        == 401);
+  CHECK(f.http("POST", "/api/v1/publish", "",
+               R"({"room_id":"a:b","type":"t","data":1})")
+          .status
+        == 401);
+  auto bad = f.http("POST", "/api/v1/publish", "Bearer " + f.api_key, "{");
+  CHECK(bad.status == 400);
+  CHECK(json::parse(bad.body)["error_code"] == "INVALID_JSON");
+  CHECK(f.http("GET", "/api/v1/publish").status == 405);
+  CHECK(f.http("GET", "/nope").status == 404);
+  CHECK(f.http("GET", "/healthz").status == 200);
+
+  auto alice = f.connect(f.token("alice", {"execution:*"}));
+  auto bob = f.connect(f.token("bob", {"execution:*"}));
+  alice.send(R"({"type":"subscribe","room_id":"execution:e1"})");
+  f.run();
+  auto stats = f.http("GET", "/api/v1/ws/stats",
+                      "Bearer " + f.token("alice", {}));
+  REQUIRE(stats.status == 200);
+  auto s = json::parse(stats.body);
+  CHECK(s["total_connections"] == 2);
+  CHECK(s["user_connections"] == 1);
+  CHECK(s["active_rooms"] == 3); // user:alice, user:bob, execution:e1
+  CHECK(f.http("GET", "/api/v1/ws/stats").status == 401);
+
+  auto own = json::parse(
+    f.http("GET", "/api/v1/ws/rooms", "Bearer " + f.token("alice", {})).body);
+  CHECK(own["active_rooms"] == json::array({"execution:e1", "user:alice"}));
+  auto all = json::parse(
+    f.http("GET", "/api/v1/ws/rooms", "Bearer " + f.token("root", {}, true))
+      .body);
+  CHECK(all["total_rooms"] == 3);
+
+  auto metrics = f.http("GET", "/metrics");
+  CHECK(metrics.content_type.rfind("text/plain", 0) == 0);
+  CHECK(metrics.body.find("tidings_connections 2") != std::string::npos);
+}
+
+TEST_CASE("heartbeat frames when configured", "[actors]") {
+  fixture f{std::chrono::seconds(30), std::chrono::seconds(1)};
+  auto c = f.connect(f.token("alice", {}));
+  f.sched->trigger_timeouts();
+  f.run();
+  auto hb = c.sink->of_type("heartbeat");
+  REQUIRE(hb.size() >= 1);
+  CHECK(hb[0]["server_time"].is_string());
+}
