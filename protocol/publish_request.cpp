@@ -8,7 +8,8 @@ namespace tidings::protocol {
 
 namespace {
 
-using json = nlohmann::json;
+// ordered_json: `data` reaches subscribers with the publisher's key order.
+using json = nlohmann::ordered_json;
 
 request_error bad(error_code code, std::string_view detail) {
   return request_error{code, detail};

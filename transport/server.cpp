@@ -55,10 +55,14 @@ public:
     if (ec || results.empty())
       return "cannot resolve " + host + ": " + ec.message();
     tcp::endpoint ep = results.begin()->endpoint();
-    if (acceptor_.open(ep.protocol(), ec)
-        || acceptor_.set_option(net::socket_base::reuse_address(true), ec)
-        || acceptor_.bind(ep, ec)
-        || acceptor_.listen(net::socket_base::max_listen_connections, ec)) {
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec)
+      acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec)
+      acceptor_.bind(ep, ec);
+    if (!ec)
+      acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
       beast::error_code ignored;
       acceptor_.close(ignored);
       return "cannot listen on " + host + ":" + std::to_string(port) + ": "
@@ -142,8 +146,11 @@ struct server::impl {
   ~impl() {
     ioc.stop();
     state->detach();
-    // Sessions the grace period did not see end: tell their handlers now,
-    // while no I/O thread runs.
+    abandon_sessions();
+  }
+
+  // Ends the sessions still registered. Only while no I/O thread runs.
+  void abandon_sessions() {
     for (auto& s : state->sessions())
       s->abandon();
   }
@@ -195,6 +202,9 @@ void server::run() {
   impl_->ioc.run();
   for (auto& t : extra)
     t.join();
+  // Sessions that outlived the grace period: their handlers hear of it
+  // before run() returns.
+  impl_->abandon_sessions();
 }
 
 void server::stop() {

@@ -269,8 +269,10 @@ void ws_session::start_close() {
   phase_ = phase::closing;
   websocket::close_reason cr;
   cr.code = *close_code_;
-  cr.reason.assign(close_text_.data(),
-                   std::min(close_text_.size(), cr.reason.max_size()));
+  // A `const char*`: with `char*`, overload resolution picks static_string's
+  // assign(t, pos) template and the reason comes out empty.
+  const char* text = close_text_.c_str();
+  cr.reason.assign(text, std::min(close_text_.size(), cr.reason.max_size()));
   ws_.async_close(cr, beast::bind_front_handler(&ws_session::on_close,
                                                 shared_from_this()));
 }
