@@ -74,7 +74,8 @@ void close_with(connection_actor* self, protocol::close_reason why) {
   self->state.args.sink->close(static_cast<std::uint16_t>(e.code), e.reason);
 }
 
-void subscribe(connection_actor* self, const protocol::room_id& room) {
+void subscribe(connection_actor* self, const protocol::room_id& room,
+               std::optional<protocol::stream_position> since = {}) {
   auto& st = self->state;
   if (!protocol::may_subscribe(*st.who, room))
     return send_error(self, protocol::error_code::access_denied, room.str());
@@ -83,7 +84,7 @@ void subscribe(connection_actor* self, const protocol::room_id& room) {
     return send_error(self, protocol::error_code::too_many_subscriptions,
                       room.str());
   subscriber sub{st.args.conn_id, caf::actor_cast<caf::actor>(self),
-                 st.args.sink, dialect::native};
+                 st.args.sink, dialect::native, std::move(since)};
   // await: later commands of this client wait for the answer, so a
   // `list_subscriptions` right after `subscribe` sees the room.
   self
@@ -172,7 +173,7 @@ void on_text(connection_actor* self, const std::string& text) {
   if (!st.who)
     return send_error(self, protocol::error_code::not_authenticated);
   if (auto* sub = std::get_if<protocol::cmd_subscribe>(&cmd))
-    return subscribe(self, sub->room);
+    return subscribe(self, sub->room, sub->since);
   if (auto* unsub = std::get_if<protocol::cmd_unsubscribe>(&cmd))
     return unsubscribe(self, unsub->room);
   if (std::holds_alternative<protocol::cmd_list_subscriptions>(cmd)) {

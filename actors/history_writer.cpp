@@ -74,6 +74,17 @@ caf::behavior writer(writer_actor* self,
         self->send(self, flush_atom::value);
       }
     },
+    [=](read_atom, const std::string& room, std::uint64_t after,
+        std::uint64_t limit)
+      -> caf::result<std::vector<persistence::stored_event>> {
+      // Appends queued before this read are committed first, so a reader
+      // sees every offset its room has acknowledged.
+      commit_pending(self);
+      auto events = self->state.store->read_since(room, after, limit);
+      if (!events)
+        return caf::make_error(caf::sec::runtime_error, events.error().code);
+      return std::move(*events);
+    },
     [=](flush_atom) { commit_pending(self); },
     [=](shutdown_atom) {
       commit_pending(self);

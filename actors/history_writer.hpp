@@ -5,6 +5,9 @@
 // Protocol:
 //   (position_atom, std::string room)  -> (std::string epoch, uint64 offset)
 //   (append_atom, stored_event)        -> uint64 offset, after the commit
+//   (read_atom, std::string room, uint64 after, uint64 limit)
+//                                      -> std::vector<stored_event>, the
+//                                         committed events after `after`
 //   (shutdown_atom)                    -> commits what is pending and quits
 //
 // Group commit: an append is queued, and the first append of a batch sends
@@ -21,6 +24,7 @@
 #include <caf/fwd.hpp>
 
 #include <memory>
+#include <vector>
 
 namespace tidings::actors {
 
@@ -38,3 +42,4 @@ caf::actor spawn_history_writer(caf::actor_system& sys,
 } // namespace tidings::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::stored_event)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<tidings::persistence::stored_event>)

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace tidings::actors {
@@ -34,6 +35,7 @@ using closed_atom = caf::atom_constant<caf::atom("closed")>;
 using auth_to_atom = caf::atom_constant<caf::atom("auth_to")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using read_atom = caf::atom_constant<caf::atom("read")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.
@@ -46,6 +48,8 @@ struct subscriber {
   caf::actor conn; // watched, so a crashed connection leaves no entry
   std::shared_ptr<transport::frame_sink> sink;
   dialect wire = dialect::native;
+  /// The client's cursor when it resumes (`since`); empty for a fresh join.
+  std::optional<protocol::stream_position> since;
 };
 
 } // namespace tidings::actors

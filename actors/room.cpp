@@ -20,6 +20,14 @@ std::int64_t now_ms() {
     .count();
 }
 
+/// A resuming subscriber while its missed events are read from history.
+struct catch_up {
+  subscriber sub;
+  std::uint64_t target = 0; // the room's committed offset when it asked
+  std::vector<transport::frame> live; // events committed meanwhile
+  caf::response_promise rp;
+};
+
 struct room_state {
   protocol::room_id id;
   caf::actor directory;
@@ -35,6 +43,7 @@ struct room_state {
   std::uint64_t from_directory = 0; // messages the directory forwarded
   caf::actor_clock::time_point last_activity;
   std::unordered_map<std::uint64_t, subscriber> subs;
+  std::unordered_map<std::uint64_t, catch_up> catching_up;
   static inline const char* name = "room";
 };
 
@@ -60,6 +69,12 @@ void fan_out(room_actor* self, const protocol::publication& pub) {
     } else {
       ++dropped; // the session is closing; its connection will unsubscribe
     }
+  }
+  for (auto& [id, cu] : st.catching_up) {
+    auto& f = frames[static_cast<std::size_t>(cu.sub.wire)];
+    if (!f)
+      f = transport::make_frame(encode_for(cu.sub.wire, pub));
+    cu.live.push_back(f);
   }
   auto& c = st.node->counters;
   c.publications.fetch_add(1, std::memory_order_relaxed);
@@ -88,6 +103,116 @@ void append_done(room_actor* self) {
     st.resyncing = false;
   }
   maybe_quit_retiring(self);
+}
+
+using subscribe_result = caf::result<caf::actor, std::string, std::uint64_t>;
+
+bool has_subscribers(const room_state& st) {
+  return !st.subs.empty() || !st.catching_up.empty();
+}
+
+void went_empty(room_actor* self) {
+  auto& st = self->state;
+  if (has_subscribers(st))
+    return;
+  st.node->room_active(st.id.str(), false);
+  st.last_activity = self->clock().now();
+  schedule_idle_check(self);
+}
+
+/// Puts the confirmation into the session and makes the subscriber live.
+void go_live(room_actor* self, subscriber sub, std::uint64_t offset,
+             std::optional<bool> recovered) {
+  auto& st = self->state;
+  sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+    true, st.id, {st.epoch, offset}, now_ms(), recovered)));
+  st.subs.emplace(sub.conn_id, std::move(sub));
+}
+
+/// True when `events` are exactly the offsets (after, target], in order.
+bool fills_gap(const std::vector<persistence::stored_event>& events,
+               std::uint64_t after, std::uint64_t target) {
+  if (events.size() != target - after)
+    return false;
+  for (std::size_t i = 0; i < events.size(); ++i)
+    if (events[i].offset != after + 1 + i)
+      return false;
+  return true;
+}
+
+protocol::publication to_publication(const room_state& st,
+                                     persistence::stored_event& ev) {
+  protocol::publication pub;
+  pub.room = st.id;
+  pub.type = std::move(ev.type);
+  pub.event = std::move(ev.event);
+  pub.data = std::move(ev.data);
+  pub.offset = ev.offset;
+  pub.epoch = st.epoch;
+  pub.timestamp_ms = ev.timestamp_ms;
+  return pub;
+}
+
+void finish_catch_up(room_actor* self, std::uint64_t conn_id,
+                     std::uint64_t after,
+                     std::vector<persistence::stored_event>* events) {
+  auto& st = self->state;
+  auto i = st.catching_up.find(conn_id);
+  if (i == st.catching_up.end())
+    return; // the connection went down meanwhile
+  auto cu = std::move(i->second);
+  st.catching_up.erase(i);
+  bool recovered = events && fills_gap(*events, after, cu.target);
+  auto sink = cu.sub.sink;
+  auto wire = cu.sub.wire;
+  go_live(self, std::move(cu.sub), cu.target, recovered);
+  if (recovered)
+    for (auto& ev : *events)
+      sink->deliver(transport::make_frame(
+        encode_for(wire, to_publication(st, ev))));
+  for (auto& f : cu.live)
+    sink->deliver(std::move(f));
+  cu.rp.deliver(caf::actor_cast<caf::actor>(self), st.epoch, cu.target);
+}
+
+subscribe_result subscribe(room_actor* self, subscriber& sub) {
+  auto& st = self->state;
+  ++st.from_directory;
+  st.last_activity = self->clock().now();
+  if (!has_subscribers(st))
+    st.node->room_active(st.id.str(), true);
+  auto me = caf::actor_cast<caf::actor>(self);
+  // A subscriber already here subscribes again: replace its entry.
+  if (st.subs.erase(sub.conn_id) == 0 && st.catching_up.count(sub.conn_id) == 0)
+    self->monitor(sub.conn);
+  auto since = std::move(sub.since);
+  auto target = st.committed;
+  if (!since) {
+    go_live(self, std::move(sub), target, std::nullopt);
+    return {me, st.epoch, target};
+  }
+  if (since->epoch != st.epoch || since->offset > target
+      || target - since->offset > st.cfg.replay_limit) {
+    go_live(self, std::move(sub), target, false);
+    return {me, st.epoch, target};
+  }
+  if (since->offset == target) {
+    go_live(self, std::move(sub), target, true);
+    return {me, st.epoch, target};
+  }
+  auto conn_id = sub.conn_id;
+  auto after = since->offset;
+  auto rp = self->make_response_promise();
+  st.catching_up[conn_id] = catch_up{std::move(sub), target, {}, rp};
+  self
+    ->request(st.writer, caf::infinite, read_atom::value, st.id.str(), after,
+              target - after)
+    .then(
+      [=](std::vector<persistence::stored_event>& events) {
+        finish_catch_up(self, conn_id, after, &events);
+      },
+      [=](caf::error&) { finish_catch_up(self, conn_id, after, nullptr); });
+  return rp;
 }
 
 caf::result<std::uint64_t> publish(room_actor* self,
@@ -147,16 +272,19 @@ caf::behavior room(room_actor* self, protocol::room_id id,
     node->counters.rooms_alive.fetch_sub(1, std::memory_order_relaxed);
   });
   self->set_down_handler([=](caf::down_msg& dm) {
-    auto& subs = self->state.subs;
-    for (auto i = subs.begin(); i != subs.end(); ++i)
+    auto& st = self->state;
+    for (auto i = st.subs.begin(); i != st.subs.end(); ++i)
       if (i->second.conn.address() == dm.source) {
-        subs.erase(i);
+        st.subs.erase(i);
         break;
       }
-    if (subs.empty()) {
-      self->state.node->room_active(self->state.id.str(), false);
-      schedule_idle_check(self);
-    }
+    for (auto i = st.catching_up.begin(); i != st.catching_up.end(); ++i)
+      if (i->second.sub.conn.address() == dm.source) {
+        i->second.rp.deliver(caf::make_error(caf::sec::request_receiver_down));
+        st.catching_up.erase(i);
+        break;
+      }
+    went_empty(self);
   });
   // Nothing else is handled until the room knows its epoch and offset.
   self->request(st.writer, caf::infinite, position_atom::value, st.id.str())
@@ -168,21 +296,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       },
       [=](caf::error& err) { self->quit(std::move(err)); });
   return {
-    [=](subscribe_atom, subscriber& sub)
-      -> caf::result<caf::actor, std::string, std::uint64_t> {
-      auto& st = self->state;
-      ++st.from_directory;
-      st.last_activity = self->clock().now();
-      protocol::stream_position pos{st.epoch, st.committed};
-      sub.sink->deliver(transport::make_frame(
-        protocol::encode_subscription(true, st.id, pos, now_ms())));
-      if (st.subs.empty())
-        st.node->room_active(st.id.str(), true);
-      auto [it, added] = st.subs.emplace(sub.conn_id, sub);
-      if (added)
-        self->monitor(sub.conn);
-      return {caf::actor_cast<caf::actor>(self), st.epoch, st.committed};
-    },
+    [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
     [=](unsub_atom, std::uint64_t conn_id) {
       auto& st = self->state;
       auto i = st.subs.find(conn_id);
@@ -193,11 +307,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       self->demonitor(sub.conn);
       sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
         false, st.id, {st.epoch, st.committed}, now_ms())));
-      if (st.subs.empty()) {
-        st.node->room_active(st.id.str(), false);
-        st.last_activity = self->clock().now();
-        schedule_idle_check(self);
-      }
+      went_empty(self);
       return true;
     },
     [=](publish_atom, protocol::publish_request& req) {
@@ -205,7 +315,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
     },
     [=](tick_atom) {
       auto& st = self->state;
-      if (!st.subs.empty() || st.retiring)
+      if (has_subscribers(st) || st.retiring)
         return;
       auto quiet = self->clock().now() - st.last_activity;
       if (st.in_flight == 0 && quiet >= st.cfg.idle_timeout)
@@ -216,7 +326,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
     },
     [=](retire_atom) {
       self->state.retiring = true;
-      if (!self->state.subs.empty())
+      if (has_subscribers(self->state))
         self->state.node->room_active(self->state.id.str(), false);
       maybe_quit_retiring(self);
     },

@@ -8,6 +8,12 @@
 //                                      uint64 offset)
 //       adds (or refreshes) the subscriber and puts the `subscribed` frame
 //       into its session first, so no event can overtake the confirmation.
+//       With a `since` cursor in this epoch and at most `replay_limit`
+//       behind, the room reads the missed events from history, buffers
+//       live events meanwhile, and hands over: confirmation with
+//       `recovered: true`, the missed events, the buffered ones, then live.
+//       Otherwise (other epoch, trimmed history, too far behind) the
+//       confirmation says `recovered: false` and live events follow.
 //   (unsub_atom, uint64 conn_id)   -> bool (was subscribed)
 //       puts the `unsubscribed` frame into the session after removing it.
 //   (publish_atom, publish_request)-> uint64 offset, after the commit
@@ -35,6 +41,7 @@ namespace tidings::actors {
 struct room_config {
   std::chrono::milliseconds idle_timeout{30000};
   std::size_t max_pending_publishes = 10000;
+  std::uint64_t replay_limit = 10000; // most events one resume replays
 };
 
 /// Spawned by the directory; `directory` receives idle requests.

@@ -17,8 +17,6 @@ constexpr error_entry errors[] = {
   {ec::invalid_room, "INVALID_ROOM", "Room id must be kind:id", 400},
   {ec::access_denied, "ACCESS_DENIED", "Access denied to room", 403},
   {ec::not_subscribed, "NOT_SUBSCRIBED", "Not subscribed to room", 400},
-  {ec::already_subscribed, "ALREADY_SUBSCRIBED", "Already subscribed to room",
-   400},
   {ec::too_many_subscriptions, "TOO_MANY_SUBSCRIPTIONS",
    "Subscription limit reached for this connection", 429},
   {ec::rate_limited, "RATE_LIMITED", "Rate limit exceeded", 429},

@@ -18,7 +18,6 @@ enum class error_code : std::uint8_t {
   invalid_room,
   access_denied,
   not_subscribed,
-  already_subscribed,
   too_many_subscriptions,
   rate_limited,
   already_authenticated,

@@ -146,7 +146,8 @@ std::string encode_connected(std::string_view connection_id,
 
 std::string encode_subscription(bool subscribed, const room_id& room,
                                 const stream_position& pos,
-                                std::int64_t now_ms) {
+                                std::int64_t now_ms,
+                                std::optional<bool> recovered) {
   std::string out;
   out.reserve(160 + room.str().size());
   open_frame(out, "subscription");
@@ -157,6 +158,8 @@ std::string encode_subscription(bool subscribed, const room_id& room,
   append_json_string(out, pos.epoch);
   out += ",\"offset\":";
   out += std::to_string(pos.offset);
+  if (recovered)
+    out += *recovered ? ",\"recovered\":true" : ",\"recovered\":false";
   add_timestamp_and_close(out, now_ms);
   return out;
 }

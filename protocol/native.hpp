@@ -62,10 +62,14 @@ std::string encode_connected(std::string_view connection_id,
                              std::int64_t now_ms);
 
 /// {"type":"subscription","event":"subscribed"|"unsubscribed","room_id",
-///  "epoch","offset","timestamp"}; epoch/offset are the room's position.
+///  "epoch","offset","recovered"?,"timestamp"}; epoch/offset are the room's
+/// position; `recovered` answers a subscribe that carried `since`: true when
+/// every event after the cursor follows, false when the gap could not be
+/// filled (the client continues from `offset`).
 std::string encode_subscription(bool subscribed, const room_id& room,
                                 const stream_position& pos,
-                                std::int64_t now_ms);
+                                std::int64_t now_ms,
+                                std::optional<bool> recovered = {});
 
 /// {"type":"pong","timestamp"}
 std::string encode_pong(std::int64_t now_ms);

@@ -48,11 +48,10 @@ cat <<INFO
     $admin
 
   Watch the demo execution in another terminal:
-    set -a; . $env_file; set +a
     $bin tail execution:demo --token $token
 
-  Publish your own event:
-    $bin publish execution:demo execution_update '{"status":"running"}'
+  Publish your own event (the API key is in $env_file):
+    TIDINGS_API_KEY=\$TIDINGS_API_KEY $bin publish execution:demo execution_update '{"status":"running"}'
 
 INFO
 

@@ -254,7 +254,11 @@ result<std::string> ws_client::read(std::chrono::milliseconds timeout) {
         m.buffer.consume(m.buffer.size());
         return;
       }
-      if (e == websocket::error::closed) {
+      // A close frame may arrive and the teardown after it still fail: a
+      // Beast 1.74 server closes its socket after one read in teardown, so
+      // a reset can follow the close frame. The frame is what counts.
+      if (e == websocket::error::closed
+          || m.ws->reason().code != websocket::close_code::none) {
         const auto& r = m.ws->reason();
         std::string text = std::to_string(r.code);
         if (!r.reason.empty())

@@ -87,6 +87,11 @@ TEST_CASE("server frames have golden bytes", "[protocol]") {
   auto room = *parse_room_id("execution:e1");
   CHECK(encode_subscription(true, room, {"ep", 3}, t0)
         == R"({"type":"subscription","event":"subscribed","room_id":"execution:e1","epoch":"ep","offset":3,"timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(encode_subscription(true, room, {"ep", 9}, t0, true)
+        == R"({"type":"subscription","event":"subscribed","room_id":"execution:e1","epoch":"ep","offset":9,"recovered":true,"timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(json::parse(encode_subscription(true, room, {"ep", 9}, t0, false))
+          ["recovered"]
+        == false);
   CHECK(encode_pong(t0)
         == R"({"type":"pong","timestamp":"2024-01-01T00:00:00.123Z"})");
   CHECK(encode_error(error_code::access_denied, "execution:e1", t0)
