@@ -8,6 +8,8 @@
 #include <caf/all.hpp>
 
 #include <array>
+#include <deque>
+#include <map>
 #include <unordered_map>
 
 namespace tidings::actors {
@@ -44,6 +46,11 @@ struct room_state {
   caf::actor_clock::time_point last_activity;
   std::unordered_map<std::uint64_t, subscriber> subs;
   std::unordered_map<std::uint64_t, catch_up> catching_up;
+  // publish_id → offset for the last `dedupe_window` events, oldest first.
+  std::unordered_map<std::string, std::uint64_t> ids;
+  std::deque<std::pair<std::uint64_t, std::string>> id_order;
+  // Retried publishes waiting for the commit of their first offset.
+  std::multimap<std::uint64_t, caf::response_promise> id_waiters;
   static inline const char* name = "room";
 };
 
@@ -215,11 +222,48 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   return rp;
 }
 
+void remember_id(room_state& st, const std::string& id,
+                 std::uint64_t offset) {
+  if (id.empty())
+    return;
+  st.ids[id] = offset;
+  st.id_order.emplace_back(offset, id);
+  while (!st.id_order.empty()
+         && st.id_order.front().first + st.cfg.dedupe_window <= offset) {
+    auto& [off, old] = st.id_order.front();
+    if (auto i = st.ids.find(old); i != st.ids.end() && i->second == off)
+      st.ids.erase(i);
+    st.id_order.pop_front();
+  }
+}
+
+/// Answers retried publishes waiting on `offset`: the offset or `err`.
+void release_waiters(room_state& st, std::uint64_t offset,
+                     const caf::error* err) {
+  auto range = st.id_waiters.equal_range(offset);
+  for (auto i = range.first; i != range.second; ++i) {
+    if (err)
+      i->second.deliver(*err);
+    else
+      i->second.deliver(offset);
+  }
+  st.id_waiters.erase(range.first, range.second);
+}
+
 caf::result<std::uint64_t> publish(room_actor* self,
                                    protocol::publish_request& req) {
   auto& st = self->state;
   ++st.from_directory;
   st.last_activity = self->clock().now();
+  if (!req.publish_id.empty()) {
+    if (auto i = st.ids.find(req.publish_id); i != st.ids.end()) {
+      if (i->second <= st.committed)
+        return i->second;
+      auto rp = self->make_response_promise();
+      st.id_waiters.emplace(i->second, rp);
+      return rp;
+    }
+  }
   if (st.resyncing || st.retiring
       || st.in_flight >= st.cfg.max_pending_publishes) {
     st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
@@ -237,6 +281,7 @@ caf::result<std::uint64_t> publish(room_actor* self,
   persistence::stored_event ev{st.id.str(), pub.offset,   pub.timestamp_ms,
                                pub.type,    pub.event,    pub.data,
                                pub.publish_id};
+  remember_id(st, pub.publish_id, pub.offset);
   ++st.in_flight;
   auto rp = self->make_response_promise<std::uint64_t>();
   self->request(st.writer, caf::infinite, append_atom::value, std::move(ev))
@@ -245,12 +290,19 @@ caf::result<std::uint64_t> publish(room_actor* self,
         self->state.committed = offset;
         fan_out(self, pub);
         rp.deliver(offset);
+        release_waiters(self->state, offset, nullptr);
         append_done(self);
       },
       [=](caf::error& err) mutable {
-        self->state.resyncing = true;
-        self->state.node->counters.publish_errors.fetch_add(
-          1, std::memory_order_relaxed);
+        auto& st = self->state;
+        st.resyncing = true;
+        st.node->counters.publish_errors.fetch_add(1,
+                                                   std::memory_order_relaxed);
+        // Not stored: a retry of this publish_id must publish anew.
+        if (auto i = st.ids.find(pub.publish_id);
+            i != st.ids.end() && i->second == pub.offset)
+          st.ids.erase(i);
+        release_waiters(st, pub.offset, &err);
         rp.deliver(std::move(err));
         append_done(self);
       });
@@ -290,9 +342,22 @@ caf::behavior room(room_actor* self, protocol::room_id id,
   self->request(st.writer, caf::infinite, position_atom::value, st.id.str())
     .await(
       [=](std::string& epoch, std::uint64_t offset) {
-        self->state.epoch = std::move(epoch);
-        self->state.assigned = self->state.committed = offset;
+        auto& st = self->state;
+        st.epoch = std::move(epoch);
+        st.assigned = st.committed = offset;
         schedule_idle_check(self);
+        if (offset == 0 || st.cfg.dedupe_window == 0)
+          return;
+        auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
+        self
+          ->request(st.writer, caf::infinite, read_atom::value, st.id.str(),
+                    offset - window, window)
+          .await(
+            [=](std::vector<persistence::stored_event>& events) {
+              for (auto& ev : events)
+                remember_id(self->state, ev.publish_id, ev.offset);
+            },
+            [=](caf::error& err) { self->quit(std::move(err)); });
       },
       [=](caf::error& err) { self->quit(std::move(err)); });
   return {

@@ -17,7 +17,9 @@
 //   (unsub_atom, uint64 conn_id)   -> bool (was subscribed)
 //       puts the `unsubscribed` frame into the session after removing it.
 //   (publish_atom, publish_request)-> uint64 offset, after the commit
-//       fails with `unavailable` when too many publishes are in flight.
+//       fails with `unavailable` when too many publishes are in flight;
+//       a repeated `publish_id` (see dedupe_window) answers the first
+//       offset, waiting for its commit if it is still in flight.
 //   (retire_atom)                  quits once in-flight publishes are done
 //   (tick_atom)                    idle check; an empty, quiet room asks
 //                                  the directory (idle_atom) to retire it
@@ -42,6 +44,10 @@ struct room_config {
   std::chrono::milliseconds idle_timeout{30000};
   std::size_t max_pending_publishes = 10000;
   std::uint64_t replay_limit = 10000; // most events one resume replays
+  /// A publish whose `publish_id` matches one of the room's last this many
+  /// events gets that event's offset instead of storing a duplicate. Loaded
+  /// from history when the room starts, so it holds across restarts.
+  std::size_t dedupe_window = 1000;
 };
 
 /// Spawned by the directory; `directory` receives idle requests.

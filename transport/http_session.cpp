@@ -194,13 +194,17 @@ void http_session::start_request() {
   deadline_timer_.async_wait(beast::bind_front_handler(
     &http_session::on_deadline, shared_from_this(), seq));
   auto once = std::make_shared<std::atomic<bool>>(false);
-  http_responder respond = [weak = weak_from_this(), ex = strand_, seq,
+  // Holds nothing but a weak_ptr: the application may keep the responder
+  // after the server is gone (an executor copy would then outlive its
+  // io_context).
+  http_responder respond = [weak = weak_from_this(), seq,
                             once](http_response res) {
     if (once->exchange(true))
       return;
     auto self = weak.lock();
     if (!self)
       return; // the session timed out or the peer went away
+    auto ex = self->strand_;
     net::post(ex, [self = std::move(self), seq,
                    res = std::move(res)]() mutable {
       self->on_answer(seq, std::move(res));

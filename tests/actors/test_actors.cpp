@@ -566,3 +566,50 @@ TEST_CASE("publishes racing a resume: no gap, no duplicate", "[actors]") {
       CHECK(e["offset"] == expect++); // strictly consecutive: no gap, no dup
   }
 }
+
+TEST_CASE("a repeated publish_id returns the first offset", "[actors]") {
+  fixture f{std::chrono::seconds(1)};
+  auto body = [](const std::string& id, int n) {
+    return R"({"room_id":"execution:p","type":"t","publish_id":")" + id
+           + R"(","data":)" + std::to_string(n) + "}";
+  };
+  auto offsets = std::make_shared<std::vector<std::uint64_t>>();
+  auto send = [&](const std::string& b) {
+    transport::http_request req;
+    req.method = "POST";
+    req.target = "/api/v1/publish";
+    req.authorization = "Bearer " + f.api_key;
+    req.body = b;
+    f.gw->handle_http(req, [offsets](transport::http_response r) {
+      REQUIRE(r.status == 200);
+      offsets->push_back(json::parse(r.body)["offset"].get<std::uint64_t>());
+    });
+  };
+  // The retry arrives while the first is still in flight.
+  send(body("a", 1));
+  send(body("a", 1));
+  send(body("b", 2));
+  f.run();
+  send(body("a", 1)); // after the commit
+  f.run();
+  REQUIRE(offsets->size() == 4);
+  CHECK((*offsets)[0] == 1);
+  CHECK((*offsets)[1] == 1);
+  CHECK((*offsets)[2] == 2);
+  CHECK((*offsets)[3] == 1);
+  // The room retires; a new room actor reloads the ids from history.
+  f.sched->trigger_timeouts();
+  f.run();
+  f.sched->trigger_timeouts();
+  f.run();
+  REQUIRE(f.node.counters.rooms_alive.load() == 0);
+  send(body("b", 2));
+  send(body("c", 3));
+  f.run();
+  REQUIRE(offsets->size() == 6);
+  CHECK((*offsets)[4] == 2);
+  CHECK((*offsets)[5] == 3);
+  auto stored = f.store->read_since("execution:p", 0, 10);
+  REQUIRE(stored);
+  CHECK(stored->size() == 3); // a, b, c: no duplicates stored
+}

@@ -29,6 +29,7 @@ import threading
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 
 try:
@@ -154,7 +155,8 @@ class Server:
     def ws_url(self, token=None, path="/api/v1/ws"):
         u = "ws://127.0.0.1:%d%s" % (self.port, path)
         if token is not None:
-            u += "?token=" + token
+            # Percent-encoded, as a browser's URL API would; JWTs need none.
+            u += "?token=" + urllib.parse.quote(token, safe="-_.~")
         return u
 
     # life
