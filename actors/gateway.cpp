@@ -1,6 +1,8 @@
 #include "actors/gateway.hpp"
 
+#include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
+#include "protocol/acl.hpp"
 #include "protocol/native.hpp"
 #include "protocol/publish_request.hpp"
 #include "protocol/uri.hpp"
@@ -79,8 +81,9 @@ public:
 } // namespace
 
 gateway::gateway(caf::actor_system& sys, caf::actor directory,
-                 node_state& node, gateway_config cfg)
-  : sys_(sys), directory_(std::move(directory)), node_(node),
+                 caf::actor writer, node_state& node, gateway_config cfg)
+  : sys_(sys), directory_(std::move(directory)), writer_(std::move(writer)),
+    node_(node),
     cfg_(std::move(cfg)) {
   // Connection ids are unique across restarts: a random per-process prefix
   // and a counter.
@@ -147,7 +150,93 @@ void gateway::handle_http(transport::http_request req,
                        + "}";
     return respond(json_reply(200, std::move(body)));
   }
+  constexpr std::string_view rooms_prefix = "/api/v1/rooms/";
+  constexpr std::string_view history_suffix = "/history";
+  if (path.size() > rooms_prefix.size() + history_suffix.size()
+      && path.substr(0, rooms_prefix.size()) == rooms_prefix
+      && path.substr(path.size() - history_suffix.size()) == history_suffix) {
+    if (!get)
+      return respond(error_reply(error_code::method_not_allowed));
+    return history(path.substr(rooms_prefix.size(),
+                               path.size() - rooms_prefix.size()
+                                 - history_suffix.size()),
+                   query, req.authorization, respond);
+  }
   respond(error_reply(error_code::not_found));
+}
+
+void gateway::history(std::string_view room_text, std::string_view query,
+                      const std::string& authorization,
+                      transport::http_responder& respond) {
+  constexpr std::uint64_t max_limit = 1000;
+  auto who = bearer_claims(authorization);
+  if (!who)
+    return respond(error_reply(error_code::unauthorized));
+  auto decoded = protocol::percent_decode(room_text);
+  auto room = decoded ? protocol::parse_room_id(*decoded) : std::nullopt;
+  if (!room)
+    return respond(error_reply(error_code::invalid_room));
+  if (!protocol::may_subscribe(*who, *room))
+    return respond(error_reply(error_code::access_denied));
+  std::uint64_t since = 0;
+  std::uint64_t limit = 100;
+  auto number = [&](std::string_view name, std::uint64_t& out) {
+    auto v = protocol::query_param(query, name);
+    if (!v)
+      return true;
+    try {
+      std::size_t used = 0;
+      out = std::stoull(*v, &used);
+      return used == v->size() && !v->empty() && (*v)[0] != '-';
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  if (!number("since", since) || !number("limit", limit) || limit == 0)
+    return respond(error_reply(error_code::invalid_message,
+                               "since and limit must be non-negative "
+                               "integers; limit at least 1"));
+  limit = std::min(limit, max_limit);
+  auto key = room->str();
+  sys_.spawn([writer = writer_, key, since, limit, room = *room,
+              respond = std::move(respond)](caf::event_based_actor* self) {
+    auto fail = [=](caf::error&) {
+      respond(error_reply(error_code::unavailable));
+    };
+    self->request(writer, std::chrono::seconds(10), position_atom::value, key)
+      .then(
+        [=](std::string& epoch, std::uint64_t offset) {
+          self
+            ->request(writer, std::chrono::seconds(10), read_atom::value, key,
+                      since, limit)
+            .then(
+              [=](std::vector<persistence::stored_event>& events) {
+                std::string body = "{\"room_id\":";
+                protocol::append_json_string(body, key);
+                body += ",\"epoch\":";
+                protocol::append_json_string(body, epoch);
+                body += ",\"offset\":" + std::to_string(offset)
+                        + ",\"events\":[";
+                for (std::size_t i = 0; i < events.size(); ++i) {
+                  protocol::publication pub;
+                  pub.room = room;
+                  pub.type = std::move(events[i].type);
+                  pub.event = std::move(events[i].event);
+                  pub.data = std::move(events[i].data);
+                  pub.offset = events[i].offset;
+                  pub.epoch = epoch;
+                  pub.timestamp_ms = events[i].timestamp_ms;
+                  if (i)
+                    body += ',';
+                  body += protocol::encode_event(pub);
+                }
+                body += "]}";
+                respond(json_reply(200, std::move(body)));
+              },
+              fail);
+        },
+        fail);
+  });
 }
 
 void gateway::publish(transport::http_request& req,

@@ -11,6 +11,9 @@
 //                              "user_connections","active_rooms"}
 //   GET  /api/v1/ws/rooms      Bearer <JWT> → {"active_rooms":[…],
 //                              "total_rooms"} (admins: all; others: own)
+//   GET  /api/v1/rooms/{room_id}/history?since=&limit=
+//                              Bearer <JWT>, subscribe ACL → {"room_id",
+//                              "epoch","offset","events":[event frames]}
 //   WS   /api/v1/ws[?token=]   the native protocol (protocol/native.hpp)
 #pragma once
 
@@ -38,8 +41,8 @@ struct gateway_config {
 
 class gateway : public transport::application {
 public:
-  gateway(caf::actor_system& sys, caf::actor directory, node_state& node,
-          gateway_config cfg);
+  gateway(caf::actor_system& sys, caf::actor directory, caf::actor writer,
+          node_state& node, gateway_config cfg);
 
   void handle_http(transport::http_request req,
                    transport::http_responder respond) override;
@@ -52,9 +55,13 @@ public:
 private:
   void publish(transport::http_request& req, transport::http_responder& respond);
   std::optional<protocol::claims> bearer_claims(const std::string& header);
+  void history(std::string_view path, std::string_view query,
+               const std::string& authorization,
+               transport::http_responder& respond);
 
   caf::actor_system& sys_;
   caf::actor directory_;
+  caf::actor writer_;
   node_state& node_;
   gateway_config cfg_;
   std::atomic<std::uint64_t> next_conn_{1};

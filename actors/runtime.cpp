@@ -62,7 +62,7 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   gc.api_key = im.cfg.api_key;
   gc.node_id = im.cfg.node_id;
   gc.extra_metrics = im.cfg.extra_metrics;
-  im.app = std::make_shared<gateway>(*im.sys, im.directory, im.node,
+  im.app = std::make_shared<gateway>(*im.sys, im.directory, im.writer, im.node,
                                      std::move(gc));
   return rt;
 }

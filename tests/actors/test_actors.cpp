@@ -115,7 +115,7 @@ struct fixture {
     actors::gateway_config gc;
     gc.conn = std::make_shared<const actors::connection_config>(cc);
     gc.api_key = api_key;
-    gw = std::make_shared<actors::gateway>(*sys, directory, node, gc);
+    gw = std::make_shared<actors::gateway>(*sys, directory, writer, node, gc);
     run();
   }
 
@@ -612,4 +612,37 @@ TEST_CASE("a repeated publish_id returns the first offset", "[actors]") {
   auto stored = f.store->read_since("execution:p", 0, 10);
   REQUIRE(stored);
   CHECK(stored->size() == 3); // a, b, c: no duplicates stored
+}
+
+TEST_CASE("history API pages through a room with the subscribe ACL",
+          "[actors]") {
+  fixture f;
+  for (int i = 1; i <= 7; ++i)
+    f.publish("execution:h", std::to_string(i));
+  auto auth = "Bearer " + f.token("alice", {"execution:h"});
+  auto page = f.http("GET", "/api/v1/rooms/execution:h/history?since=2&limit=3",
+                     auth);
+  REQUIRE(page.status == 200);
+  auto j = json::parse(page.body);
+  CHECK(j["room_id"] == "execution:h");
+  CHECK(j["offset"] == 7);
+  CHECK(j["epoch"] == f.epoch_of("execution:h"));
+  REQUIRE(j["events"].size() == 3);
+  CHECK(j["events"][0]["offset"] == 3);
+  CHECK(j["events"][2]["data"] == 5);
+  CHECK(j["events"][0]["type"] == "execution_update");
+  auto all = json::parse(
+    f.http("GET", "/api/v1/rooms/execution%3Ah/history", auth).body);
+  CHECK(all["events"].size() == 7);
+  CHECK(f.http("GET", "/api/v1/rooms/execution:other/history", auth).status
+        == 403);
+  CHECK(f.http("GET", "/api/v1/rooms/execution:h/history").status == 401);
+  CHECK(f.http("GET", "/api/v1/rooms/nocolon/history", auth).status == 400);
+  CHECK(f.http("GET", "/api/v1/rooms/execution:h/history?limit=x", auth).status
+        == 400);
+  CHECK(f.http("GET", "/api/v1/rooms/execution:h/history?since=-1", auth)
+          .status
+        == 400);
+  CHECK(f.http("POST", "/api/v1/rooms/execution:h/history", auth).status
+        == 405);
 }
