@@ -4,6 +4,8 @@
 
 #include <caf/all.hpp>
 
+#include <limits>
+#include <set>
 #include <vector>
 
 namespace tidings::actors {
@@ -21,6 +23,7 @@ struct writer_state {
   history_writer_config cfg;
   std::vector<pending_append> pending;
   bool flush_scheduled = false;
+  std::set<std::string> written; // rooms appended to since the last trim
   static inline const char* name = "history_writer";
 };
 
@@ -40,8 +43,11 @@ void commit_pending(writer_actor* self) {
     st.node->counters.history_commits.fetch_add(1, std::memory_order_relaxed);
     st.node->counters.history_rows.fetch_add(batch.size(),
                                              std::memory_order_relaxed);
-    for (std::size_t i = 0; i < batch.size(); ++i)
+    for (std::size_t i = 0; i < batch.size(); ++i) {
       st.pending[i].rp.deliver(batch[i].offset);
+      if (st.cfg.retention.for_room(batch[i].room).bounded())
+        st.written.insert(batch[i].room);
+    }
   } else {
     auto err = caf::make_error(caf::sec::runtime_error, res.error().code);
     for (auto& p : st.pending)
@@ -50,13 +56,40 @@ void commit_pending(writer_actor* self) {
   st.pending.clear();
 }
 
+void apply_retention(writer_actor* self) {
+  auto& st = self->state;
+  using namespace std::chrono;
+  auto now_ms
+    = duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+        .count();
+  for (auto& room : st.written) {
+    const auto& p = st.cfg.retention.for_room(room);
+    auto keep = p.max_events > 0 ? p.max_events
+                                 : std::numeric_limits<std::uint64_t>::max();
+    auto min_ts = p.max_age_seconds > 0 ? now_ms - p.max_age_seconds * 1000
+                                        : 0;
+    // A failed trim only keeps more history than asked; retried next pass
+    // when the room is written again.
+    (void)st.store->trim(room, keep, min_ts);
+  }
+  st.written.clear();
+}
+
 caf::behavior writer(writer_actor* self,
                      std::shared_ptr<persistence::history_store> store,
                      node_state* node, history_writer_config cfg) {
   self->state.store = std::move(store);
   self->state.node = node;
   self->state.cfg = cfg;
+  if (cfg.trim_interval.count() > 0)
+    self->delayed_send(self, cfg.trim_interval, tick_atom::value);
   return {
+    [=](tick_atom) {
+      commit_pending(self);
+      apply_retention(self);
+      self->delayed_send(self, self->state.cfg.trim_interval,
+                         tick_atom::value);
+    },
     [=](position_atom, const std::string& room)
       -> caf::result<std::string, std::uint64_t> {
       auto pos = self->state.store->position(room);

@@ -8,6 +8,7 @@
 //   (read_atom, std::string room, uint64 after, uint64 limit)
 //                                      -> std::vector<stored_event>, the
 //                                         committed events after `after`
+//   (tick_atom)                        applies retention (self-scheduled)
 //   (shutdown_atom)                    -> commits what is pending and quits
 //
 // Group commit: an append is queued, and the first append of a batch sends
@@ -19,10 +20,12 @@
 
 #include "actors/node_state.hpp"
 #include "persistence/history_store.hpp"
+#include "persistence/retention.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/fwd.hpp>
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -32,6 +35,11 @@ struct history_writer_config {
   std::size_t max_batch = 4096;
   /// Own thread (production). Tests run it on the deterministic scheduler.
   bool detached = true;
+  /// History kept per room kind; applied every `trim_interval` to the rooms
+  /// written since the last pass. A resume that reaches into trimmed
+  /// history gets `recovered: false`, never a gap (see room.hpp).
+  persistence::retention_rules retention;
+  std::chrono::milliseconds trim_interval{5000};
 };
 
 caf::actor spawn_history_writer(caf::actor_system& sys,

@@ -52,8 +52,11 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   im.sys_cfg.set("scheduler.max-threads",
                  static_cast<std::size_t>(im.cfg.actor_threads));
   im.sys = std::make_unique<caf::actor_system>(im.sys_cfg);
-  im.writer = spawn_history_writer(*im.sys, std::move(store), im.node);
+  history_writer_config wc;
+  wc.retention = im.cfg.retention;
+  im.writer = spawn_history_writer(*im.sys, std::move(store), im.node, wc);
   room_config rc;
+  rc.replay_limit = im.cfg.replay_limit;
   rc.idle_timeout = im.cfg.room_idle_timeout;
   rc.max_pending_publishes = im.cfg.max_pending_publishes;
   im.directory = spawn_room_directory(*im.sys, im.writer, im.node, rc);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "actors/connection.hpp"
+#include "persistence/retention.hpp"
 #include "protocol/result.hpp"
 #include "transport/seam.hpp"
 
@@ -22,6 +23,8 @@ struct node_config {
   connection_config conn;
   std::chrono::milliseconds room_idle_timeout{30000};
   std::size_t max_pending_publishes = 10000; // per room
+  std::uint64_t replay_limit = 10000;        // events one resume may replay
+  persistence::retention_rules retention;
   unsigned actor_threads = 2;
   /// Appended to /metrics (the transport's counters).
   std::function<std::string()> extra_metrics;

@@ -62,6 +62,13 @@ void declare(options& o) {
                               "send {\"type\":\"auth\"}; then close 1008.");
   o.add("heartbeat-interval", "0", "Seconds between server heartbeat "
                                    "frames (0: none).");
+  o.add("retention", "events=10000,age=7d",
+        "History kept per room: 'events=N,age=D' (N=0: no count bound; D in "
+        "s/m/h/d, 0: no age bound), then ';kind:events=N,age=D' per kind. "
+        "Age is applied when a room is written.");
+  o.add("replay-limit", "10000",
+        "Most events one resume replays; further behind gets "
+        "recovered:false.");
   o.add("room-idle-timeout", "30",
         "Seconds an empty, quiet room actor lives before it is retired.");
 }
@@ -182,6 +189,11 @@ result<built_config> build(const options& o) {
     n.conn.max_subscriptions = o.integer("max-subscriptions");
     n.conn.commands_per_second = o.number("commands-per-second");
     n.room_idle_timeout = std::chrono::seconds(o.integer("room-idle-timeout"));
+    auto retention = persistence::parse_retention(o.str("retention"));
+    if (!retention)
+      return retention.error();
+    n.retention = std::move(*retention);
+    n.replay_limit = o.integer("replay-limit");
     n.actor_threads = static_cast<unsigned>(o.integer("actor-threads"));
     auto& s = b.server;
     s.host = o.str("host");

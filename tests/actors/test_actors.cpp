@@ -6,6 +6,7 @@
 #include "actors/messages.hpp"
 #include "actors/room_directory.hpp"
 #include "persistence/memory_store.hpp"
+#include "persistence/retention.hpp"
 #include "protocol/jwt.hpp"
 
 #include <caf/all.hpp>
@@ -101,6 +102,8 @@ struct fixture {
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
     actors::history_writer_config wc;
     wc.detached = false;
+    wc.retention = *persistence::parse_retention("kept:events=3");
+    wc.trim_interval = std::chrono::seconds(1);
     writer = actors::spawn_history_writer(*sys, store, node, wc);
     actors::room_config rc;
     rc.idle_timeout = room_idle;
@@ -645,4 +648,30 @@ TEST_CASE("history API pages through a room with the subscribe ACL",
         == 400);
   CHECK(f.http("POST", "/api/v1/rooms/execution:h/history", auth).status
         == 405);
+}
+
+TEST_CASE("retention trims per kind; a resume into it is not recovered",
+          "[actors]") {
+  fixture f;
+  for (int i = 1; i <= 6; ++i) {
+    f.publish("kept:k", std::to_string(i));
+    f.publish("execution:x", std::to_string(i));
+  }
+  f.sched->trigger_timeouts(); // the writer's retention pass
+  f.run();
+  auto kept = f.store->read_since("kept:k", 0, 100);
+  REQUIRE(kept);
+  REQUIRE(kept->size() == 3);
+  CHECK(kept->front().offset == 4);
+  CHECK(f.store->read_since("execution:x", 0, 100)->size() == 6);
+  auto c = f.connect(f.token("alice", {"kept:*"}));
+  c.send(resume_frame("kept:k", f.epoch_of("kept:k"), 2));
+  f.run();
+  CHECK(confirmation(*c.sink, "kept:k")["recovered"] == false);
+  CHECK(room_frames(*c.sink, "kept:k").empty());
+  auto d = f.connect(f.token("bob", {"kept:*"}));
+  d.send(resume_frame("kept:k", f.epoch_of("kept:k"), 3));
+  f.run();
+  CHECK(confirmation(*d.sink, "kept:k")["recovered"] == true);
+  CHECK(room_frames(*d.sink, "kept:k").size() == 3);
 }

@@ -24,8 +24,8 @@ import uuid
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (OP_BINARY, OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
-                     Closed, RawWs, Runner, Server, WsClient, check,
+from harness import (OP_CONT, OP_PING, OP_TEXT,  # noqa: E402
+                     RawWs, Runner, Server, WsClient, check,
                      check_eq, get, metrics, mint_token, publish, raw_http,
                      tidings_bin, wait_until)
 import websockets  # noqa: E402

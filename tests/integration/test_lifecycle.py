@@ -15,8 +15,9 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (OP_CLOSE, OP_PING, Closed, RawWs, Runner,  # noqa: E402
-                     Server, WsClient, check, check_eq, check_recent,
+from harness import (OP_CLOSE, OP_PING, RawWs, Runner,  # noqa: E402
+                     Server, WsClient, _close_payload, check, check_eq,
+                     check_recent,
                      metrics, mint_token, parse_iso, tidings_bin, wait_until)
 
 ROOMS = ["execution:*"]
@@ -79,7 +80,8 @@ async def test_keepalive_and_idle_timeout(srv):
             if op == OP_PING and first_ping is None:
                 first_ping = time.monotonic() - t0
             if op == OP_CLOSE:
-                return first_ping, time.monotonic() - t0, "close frame"
+                code, reason = _close_payload(payload)
+                return first_ping, time.monotonic() - t0, (code, reason)
         return first_ping, None, "still open"
 
     try:
@@ -92,7 +94,11 @@ async def test_keepalive_and_idle_timeout(srv):
         check(ended >= IDLE / 2, "dropped after %.2fs, well before "
               "--idle-timeout %d" % (ended, IDLE))
         print("  mute client: first ping at %.2fs, dropped at %.2fs (%s)"
-              % (first_ping, ended, how))
+              % (first_ping, ended, how if how == "eof"
+                 else "close %s %r" % how))
+        if how != "eof":
+            # The README's table names 1001 "Idle timeout" for this case.
+            check_eq(how, (1001, "Idle timeout"), "idle close frame")
         # The answering client outlived the idle timeout.
         await good.send({"type": "ping"})
         f = await good.recv_type("pong")
