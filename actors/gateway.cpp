@@ -282,10 +282,17 @@ gateway::open(const transport::http_request& req,
   args.connection_id = conn_prefix_ + "-" + std::to_string(args.conn_id);
   args.sink = sink;
   auto [path, query] = protocol::split_target(req.target);
-  if (auto token = protocol::query_param(query, "token");
-      token && !token->empty()) {
-    auto res = protocol::verify_jwt(*token, *cfg_.conn->key, cfg_.conn->policy,
-                                    unix_now());
+  auto token = protocol::query_param(query, "token");
+  // A token key whose value does not decode is a bad token, not a missing
+  // one: refuse it now rather than after the auth timeout.
+  bool token_sent = token ? !token->empty()
+                          : (query.rfind("token=", 0) == 0
+                             || query.find("&token=") != std::string_view::npos);
+  if (token_sent) {
+    auto res = token ? protocol::verify_jwt(*token, *cfg_.conn->key,
+                                            cfg_.conn->policy, unix_now())
+                     : result<protocol::claims>{error_info{"UNAUTHORIZED",
+                                                           "malformed token"}};
     if (!res) {
       node_.counters.auth_failures.fetch_add(1, std::memory_order_relaxed);
       const auto& e = protocol::describe(protocol::close_reason::invalid_token);

@@ -24,10 +24,13 @@ struct writer_state {
   std::vector<pending_append> pending;
   bool flush_scheduled = false;
   std::set<std::string> written; // rooms appended to since the last trim
+  std::chrono::steady_clock::time_point last_trim{};
   static inline const char* name = "history_writer";
 };
 
 using writer_actor = caf::stateful_actor<writer_state>;
+
+void apply_retention(writer_actor* self);
 
 void commit_pending(writer_actor* self) {
   auto& st = self->state;
@@ -54,6 +57,13 @@ void commit_pending(writer_actor* self) {
       p.rp.deliver(err);
   }
   st.pending.clear();
+  // Retention runs here, not on a timer: a detached actor with a pending
+  // self-timer would hold up the actor system's shutdown.
+  auto now = std::chrono::steady_clock::now();
+  if (!st.written.empty() && now - st.last_trim >= st.cfg.trim_interval) {
+    st.last_trim = now;
+    apply_retention(self);
+  }
 }
 
 void apply_retention(writer_actor* self) {
@@ -81,15 +91,7 @@ caf::behavior writer(writer_actor* self,
   self->state.store = std::move(store);
   self->state.node = node;
   self->state.cfg = cfg;
-  if (cfg.trim_interval.count() > 0)
-    self->delayed_send(self, cfg.trim_interval, tick_atom::value);
   return {
-    [=](tick_atom) {
-      commit_pending(self);
-      apply_retention(self);
-      self->delayed_send(self, self->state.cfg.trim_interval,
-                         tick_atom::value);
-    },
     [=](position_atom, const std::string& room)
       -> caf::result<std::string, std::uint64_t> {
       auto pos = self->state.store->position(room);

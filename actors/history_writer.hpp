@@ -8,7 +8,6 @@
 //   (read_atom, std::string room, uint64 after, uint64 limit)
 //                                      -> std::vector<stored_event>, the
 //                                         committed events after `after`
-//   (tick_atom)                        applies retention (self-scheduled)
 //   (shutdown_atom)                    -> commits what is pending and quits
 //
 // Group commit: an append is queued, and the first append of a batch sends
@@ -35,8 +34,8 @@ struct history_writer_config {
   std::size_t max_batch = 4096;
   /// Own thread (production). Tests run it on the deterministic scheduler.
   bool detached = true;
-  /// History kept per room kind; applied every `trim_interval` to the rooms
-  /// written since the last pass. A resume that reaches into trimmed
+  /// History kept per room kind; applied after a commit, at most once per
+  /// `trim_interval`, to the rooms written since the last pass. A resume that reaches into trimmed
   /// history gets `recovered: false`, never a gap (see room.hpp).
   persistence::retention_rules retention;
   std::chrono::milliseconds trim_interval{5000};

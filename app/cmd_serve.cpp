@@ -260,6 +260,7 @@ int cmd_serve(int argc, char** argv) {
     std::fprintf(stderr, "tidings serve: cannot listen on %s:%u: %s\n",
                  cfg->server.host.c_str(), cfg->server.port, err->c_str());
     (*rt)->shutdown();
+    srv.reset(); // before the runtime: see below
     return 1;
   }
   if (cfg->node.api_key.empty())
@@ -284,6 +285,10 @@ int cmd_serve(int argc, char** argv) {
   pthread_kill(watcher.native_handle(), SIGTERM);
   watcher.join();
   (*rt)->shutdown();
+  // The server owns the gateway, which holds actor handles; a detached
+  // actor's thread (the history writer) ends only when the last handle is
+  // gone, and the actor system waits for it.
+  srv.reset();
   std::printf("tidings: node %s stopped\n", cfg->node.node_id.c_str());
   return 0;
 }

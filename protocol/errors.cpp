@@ -49,14 +49,13 @@ constexpr close_entry closes[] = {
   {cc::try_again_later, "too_many_connections", "Too many connections"},
   {cc::slow_consumer, "slow_consumer", "Slow consumer"},
   {cc::rate_limited, "rate_limited", "Rate limit exceeded"},
-  {cc::going_away, "idle_timeout", "Idle timeout"},
 };
 
 static_assert(sizeof(errors) / sizeof(errors[0])
                 == static_cast<std::size_t>(ec::internal) + 1,
               "one error entry per error_code");
 static_assert(sizeof(closes) / sizeof(closes[0])
-                == static_cast<std::size_t>(cr::idle_timeout) + 1,
+                == static_cast<std::size_t>(cr::rate_limited) + 1,
               "one close entry per close_reason");
 
 } // namespace

@@ -77,7 +77,6 @@ enum class close_reason : std::uint8_t {
   too_many_connections,
   slow_consumer,
   rate_limited,
-  idle_timeout,
 };
 
 const close_entry& describe(close_reason reason);

@@ -96,28 +96,28 @@ http_call(const std::string& host, std::uint16_t port,
   bool done = false;
   std::optional<error_info> error;
   auto finish = [&](std::string code, beast::error_code e) {
-    error = fail(std::move(code), e == beast::error::timeout
-                                     ? std::string{"timeout"}
-                                     : e.message());
+    error =
+        fail(std::move(code),
+             e == beast::error::timeout ? std::string{"timeout"} : e.message());
     done = true;
   };
 
   stream.expires_at(deadline);
-  stream.async_connect(endpoints, [&](beast::error_code e,
-                                      const tcp::endpoint&) {
-    if (e)
-      return finish("CONNECT", e);
-    http::async_write(stream, req, [&](beast::error_code e, std::size_t) {
-      if (e)
-        return finish("IO", e);
-      http::async_read(stream, buffer, parser,
-                       [&](beast::error_code e, std::size_t) {
-                         if (e)
-                           return finish("IO", e);
-                         done = true;
-                       });
-    });
-  });
+  stream.async_connect(
+      endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+        if (e)
+          return finish("CONNECT", e);
+        http::async_write(stream, req, [&](beast::error_code e, std::size_t) {
+          if (e)
+            return finish("IO", e);
+          http::async_read(stream, buffer, parser,
+                           [&](beast::error_code e, std::size_t) {
+                             if (e)
+                               return finish("IO", e);
+                             done = true;
+                           });
+        });
+      });
   ioc.run(); // every operation above expires at `deadline`
   if (!done)
     return fail("IO", "timeout");
@@ -155,8 +155,7 @@ struct ws_client::impl {
   }
 };
 
-ws_client::ws_client() : impl_(std::make_unique<impl>()) {
-}
+ws_client::ws_client() : impl_(std::make_unique<impl>()) {}
 
 ws_client::~ws_client() {
   close();
@@ -182,31 +181,31 @@ result<bool> ws_client::connect(const std::string& host, std::uint16_t port,
   websocket::response_type res;
   beast::get_lowest_layer(ws).expires_at(deadline);
   beast::get_lowest_layer(ws).async_connect(
-    endpoints, [&](beast::error_code e, const tcp::endpoint&) {
-      if (e) {
-        error = fail("CONNECT", e.message());
-        done = true;
-        return;
-      }
-      // The websocket stream keeps its own timers from here on.
-      beast::get_lowest_layer(ws).expires_never();
-      auto opt = websocket::stream_base::timeout::suggested(
-        beast::role_type::client);
-      opt.handshake_timeout = std::max<clock_type::duration>(
-        deadline - clock_type::now(), std::chrono::milliseconds(1));
-      ws.set_option(opt);
-      ws.async_handshake(res, host_header(host, port), target,
-                         [&](beast::error_code e) {
-                           if (e) {
-                             error = fail("HANDSHAKE",
-                                          "status "
-                                            + std::to_string(res.result_int())
-                                            + ": " + e.message());
-                           }
-                           done = true;
-                         });
-    });
-  if (!run_until(m.ioc, [&done] { return done; }, deadline + std::chrono::seconds(1)))
+      endpoints, [&](beast::error_code e, const tcp::endpoint&) {
+        if (e) {
+          error = fail("CONNECT", e.message());
+          done = true;
+          return;
+        }
+        // The websocket stream keeps its own timers from here on.
+        beast::get_lowest_layer(ws).expires_never();
+        auto opt = websocket::stream_base::timeout::suggested(
+            beast::role_type::client);
+        opt.handshake_timeout = std::max<clock_type::duration>(
+            deadline - clock_type::now(), std::chrono::milliseconds(1));
+        ws.set_option(opt);
+        ws.async_handshake(
+            res, host_header(host, port), target, [&](beast::error_code e) {
+              if (e) {
+                error = fail("HANDSHAKE", "status " +
+                                              std::to_string(res.result_int()) +
+                                              ": " + e.message());
+              }
+              done = true;
+            });
+      });
+  if (!run_until(
+          m.ioc, [&done] { return done; }, deadline + std::chrono::seconds(1)))
     error = fail("CONNECT", "timeout");
   if (error) {
     m.disconnect();
@@ -228,7 +227,9 @@ result<bool> ws_client::send(const std::string& text) {
     ec = e;
     done = true;
   });
-  if (!run_until(m.ioc, [&done] { return done; }, clock_type::now() + ws_send_timeout)) {
+  if (!run_until(
+          m.ioc, [&done] { return done; },
+          clock_type::now() + ws_send_timeout)) {
     // A write cannot be abandoned halfway: the stream is unusable now.
     m.disconnect();
     m.ended = fail("IO", "send timeout");
@@ -257,8 +258,8 @@ result<std::string> ws_client::read(std::chrono::milliseconds timeout) {
       // A close frame may arrive and the teardown after it still fail: a
       // Beast 1.74 server closes its socket after one read in teardown, so
       // a reset can follow the close frame. The frame is what counts.
-      if (e == websocket::error::closed
-          || m.ws->reason().code != websocket::close_code::none) {
+      if (e == websocket::error::closed ||
+          m.ws->reason().code != websocket::close_code::none) {
         const auto& r = m.ws->reason();
         std::string text = std::to_string(r.code);
         if (!r.reason.empty())
@@ -270,8 +271,9 @@ result<std::string> ws_client::read(std::chrono::milliseconds timeout) {
       m.pending.emplace(*m.ended);
     });
   }
-  if (!run_until(m.ioc, [&m] { return m.pending.has_value(); },
-                 clock_type::now() + timeout))
+  if (!run_until(
+          m.ioc, [&m] { return m.pending.has_value(); },
+          clock_type::now() + timeout))
     return fail("TIMEOUT", "no message within the timeout");
   auto r = std::move(*m.pending);
   m.pending.reset();
@@ -286,7 +288,8 @@ void ws_client::close() {
     bool done = false;
     m.ws->async_close(websocket::close_code::normal,
                       [&](beast::error_code) { done = true; });
-    run_until(m.ioc, [&done] { return done; }, clock_type::now() + ws_close_timeout);
+    run_until(
+        m.ioc, [&done] { return done; }, clock_type::now() + ws_close_timeout);
     m.ended = fail("CLOSED", "closed by client");
   }
   m.disconnect();

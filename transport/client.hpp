@@ -35,11 +35,16 @@ public:
   ws_client(const ws_client&) = delete;
   ws_client& operator=(const ws_client&) = delete;
 
+  /// Errors: "CONNECT"; "HANDSHAKE" when the server answered without
+  /// upgrading (the message carries the HTTP status).
   result<bool> connect(const std::string& host, std::uint16_t port,
                        const std::string& target);
   result<bool> send(const std::string& text);
   /// Next message; error code "CLOSED" (message carries the close code and
   /// reason) when the server closed, "TIMEOUT" when `timeout` passed.
+  /// After a TIMEOUT the client stays usable: the read stays pending and the
+  /// next read() continues it. Server pings are answered only while a
+  /// read() or send() runs.
   result<std::string> read(std::chrono::milliseconds timeout);
   void close();
 

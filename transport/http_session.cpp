@@ -6,6 +6,7 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/field.hpp>
@@ -45,21 +46,21 @@ std::string json_escape(std::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          static constexpr char hex[] = "0123456789abcdef";
-          out += "\\u00";
-          out += hex[(c >> 4) & 0xf];
-          out += hex[c & 0xf];
-        } else {
-          out += c;
-        }
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    default:
+      if (static_cast<unsigned char>(c) < 0x20) {
+        static constexpr char hex[] = "0123456789abcdef";
+        out += "\\u00";
+        out += hex[(c >> 4) & 0xf];
+        out += hex[c & 0xf];
+      } else {
+        out += c;
+      }
     }
   }
   return out;
@@ -68,8 +69,8 @@ std::string json_escape(std::string_view s) {
 // The JSON error body for `code`, from the one table in protocol/errors.
 std::string error_body(protocol::error_code code) {
   const auto& e = protocol::describe(code);
-  return "{\"error_code\":\"" + json_escape(e.name) + "\",\"message\":\""
-         + json_escape(e.message) + "\"}";
+  return "{\"error_code\":\"" + json_escape(e.name) + "\",\"message\":\"" +
+         json_escape(e.message) + "\"}";
 }
 
 template <class Field>
@@ -82,10 +83,8 @@ std::string header(const http::request<http::string_body>& req, Field f) {
 
 http_session::http_session(tcp::socket&& socket,
                            std::shared_ptr<shared_state> state)
-  : stream_(std::move(socket)),
-    strand_(stream_.get_executor()),
-    state_(std::move(state)),
-    deadline_timer_(strand_) {
+    : stream_(std::move(socket)), strand_(stream_.get_executor()),
+      state_(std::move(state)), deadline_timer_(strand_) {
   beast::error_code ec;
   auto ep = stream_.socket().remote_endpoint(ec);
   if (!ec)
@@ -103,14 +102,40 @@ void http_session::do_read() {
   const auto& opts = state_->options();
   parser_.emplace();
   parser_->body_limit(opts.max_http_body);
-  parser_->header_limit(static_cast<std::uint32_t>(
-    std::min<std::size_t>(opts.max_header_bytes,
-                          std::numeric_limits<std::uint32_t>::max())));
+  parser_->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
+      opts.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   // Also bounds how long an idle keep-alive connection stays open.
   stream_.expires_after(opts.http_timeout);
-  http::async_read(stream_, buffer_, *parser_,
-                   beast::bind_front_handler(&http_session::on_read,
-                                             shared_from_this()));
+  http::async_read_header(
+      stream_, buffer_, *parser_,
+      beast::bind_front_handler(&http_session::on_header, shared_from_this()));
+}
+
+void http_session::on_header(beast::error_code ec, std::size_t bytes) {
+  if (ec || parser_->is_done()) {
+    on_read(ec, bytes);
+    return;
+  }
+  // curl and others wait a second for this before sending a larger body.
+  if (iequals(header(parser_->get(), http::field::expect), "100-continue")) {
+    static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+    net::async_write(
+        stream_, net::buffer(go_on.data(), go_on.size()),
+        [self = shared_from_this()](beast::error_code e, std::size_t n) {
+          if (e)
+            self->on_read(e, n);
+          else
+            self->read_body();
+        });
+    return;
+  }
+  read_body();
+}
+
+void http_session::read_body() {
+  http::async_read(
+      stream_, buffer_, *parser_,
+      beast::bind_front_handler(&http_session::on_read, shared_from_this()));
 }
 
 void http_session::on_read(beast::error_code ec, std::size_t) {
@@ -120,8 +145,7 @@ void http_session::on_read(beast::error_code ec, std::size_t) {
     return;
   }
   // From here the request's answer and its writing get their own deadline.
-  deadline_ = std::chrono::steady_clock::now()
-              + state_->options().http_timeout;
+  deadline_ = std::chrono::steady_clock::now() + state_->options().http_timeout;
   if (ec == http::error::body_limit) {
     counter_set::add(state_->counters().http_requests);
     version_ = parser_->get().version();
@@ -171,9 +195,8 @@ http_request http_session::reduce_request() {
 void http_session::start_upgrade() {
   auto info = reduce_request();
   std::optional<protocol::close_reason> reject;
-  if (!info.origin.empty()
-      && !origin_allowed(state_->options().allowed_origins, info.origin,
-                         info.host)) {
+  if (!info.origin.empty() && !origin_allowed(state_->options().allowed_origins,
+                                              info.origin, info.host)) {
     // Accepted and then closed, so that browsers see the reason.
     reject = protocol::close_reason::origin_not_allowed;
   } else if (auto res = state_->app().check_upgrade(info)) {
@@ -182,8 +205,7 @@ void http_session::start_upgrade() {
     return;
   }
   stream_.expires_never();
-  auto session = std::make_shared<ws_session>(stream_.release_socket(),
-                                              state_);
+  auto session = std::make_shared<ws_session>(stream_.release_socket(), state_);
   session->run(parser_->release(), std::move(info), reject);
 }
 
@@ -192,7 +214,7 @@ void http_session::start_request() {
   const auto seq = ++seq_;
   deadline_timer_.expires_at(deadline_);
   deadline_timer_.async_wait(beast::bind_front_handler(
-    &http_session::on_deadline, shared_from_this(), seq));
+      &http_session::on_deadline, shared_from_this(), seq));
   auto once = std::make_shared<std::atomic<bool>>(false);
   // Holds nothing but a weak_ptr: the application may keep the responder
   // after the server is gone (an executor copy would then outlive its
@@ -205,10 +227,10 @@ void http_session::start_request() {
     if (!self)
       return; // the session timed out or the peer went away
     auto ex = self->strand_;
-    net::post(ex, [self = std::move(self), seq,
-                   res = std::move(res)]() mutable {
-      self->on_answer(seq, std::move(res));
-    });
+    net::post(ex,
+              [self = std::move(self), seq, res = std::move(res)]() mutable {
+                self->on_answer(seq, std::move(res));
+              });
   };
   state_->app().handle_http(reduce_request(), std::move(respond));
 }
@@ -230,17 +252,22 @@ void http_session::on_answer(std::uint64_t seq, http_response res) {
   send(std::move(r), close_after);
 }
 
-http_session::response_type
-http_session::to_response(http_response res, bool& close_after) const {
+http_session::response_type http_session::to_response(http_response res,
+                                                      bool& close_after) const {
   response_type r;
   r.version(version_);
-  r.result(res.status >= 100 && res.status <= 999 ? res.status : 500);
+  // Informational answers are the transport's business, not the
+  // application's; 204 and 304 carry no body (Beast throws otherwise).
+  r.result(res.status >= 200 && res.status <= 999 ? res.status : 500);
+  if (r.result() == http::status::no_content ||
+      r.result() == http::status::not_modified)
+    res.body.clear();
   r.set(http::field::server, "tidings");
   if (!res.content_type.empty())
     r.set(http::field::content_type, res.content_type);
   for (auto& [name, value] : res.headers) {
-    if (name.empty() || value.find_first_of("\r\n") != std::string::npos
-        || name.find_first_of("\r\n: ") != std::string::npos)
+    if (name.empty() || value.find_first_of("\r\n") != std::string::npos ||
+        name.find_first_of("\r\n: ") != std::string::npos)
       continue;
     if (iequals(name, "content-length") || iequals(name, "transfer-encoding"))
       continue; // computed here
@@ -265,8 +292,7 @@ void http_session::send(response_type res, bool close_after) {
   stream_.expires_at(deadline_);
   http::async_write(stream_, *res_,
                     beast::bind_front_handler(&http_session::on_write,
-                                              shared_from_this(),
-                                              close_after));
+                                              shared_from_this(), close_after));
 }
 
 void http_session::on_write(bool close_after, beast::error_code ec,
@@ -291,9 +317,9 @@ void http_session::linger() {
   }
   drained_ = 0;
   stream_.expires_after(linger_time);
-  stream_.async_read_some(net::buffer(drain_),
-                          beast::bind_front_handler(&http_session::on_linger,
-                                                    shared_from_this()));
+  stream_.async_read_some(
+      net::buffer(drain_),
+      beast::bind_front_handler(&http_session::on_linger, shared_from_this()));
 }
 
 void http_session::on_linger(beast::error_code ec, std::size_t bytes) {
@@ -302,9 +328,9 @@ void http_session::on_linger(beast::error_code ec, std::size_t bytes) {
     stream_.close();
     return;
   }
-  stream_.async_read_some(net::buffer(drain_),
-                          beast::bind_front_handler(&http_session::on_linger,
-                                                    shared_from_this()));
+  stream_.async_read_some(
+      net::buffer(drain_),
+      beast::bind_front_handler(&http_session::on_linger, shared_from_this()));
 }
 
 } // namespace tidings::transport

@@ -1,7 +1,8 @@
 // One HTTP/1.1 connection: reads a request, hands it to the application,
 // writes the answer, and repeats while keep-alive holds (no pipelining: the
 // next request is read after the answer is written). A WebSocket upgrade
-// hands the socket to a ws_session.
+// hands the socket to a ws_session. "Expect: 100-continue" is answered
+// once the head is accepted (curl otherwise waits a second for it).
 //
 // Executor: the connection's strand (the executor of its socket); every
 // member is touched only there. The responder given to the application may
@@ -35,20 +36,22 @@
 namespace tidings::transport {
 
 class http_session : public std::enable_shared_from_this<http_session> {
-public:
+ public:
   http_session(boost::asio::ip::tcp::socket&& socket,
                std::shared_ptr<shared_state> state);
 
   /// Starts reading. Call once, on the strand.
   void run();
 
-private:
+ private:
   using request_parser =
-    boost::beast::http::request_parser<boost::beast::http::string_body>;
+      boost::beast::http::request_parser<boost::beast::http::string_body>;
   using response_type =
-    boost::beast::http::response<boost::beast::http::string_body>;
+      boost::beast::http::response<boost::beast::http::string_body>;
 
   void do_read();
+  void on_header(boost::beast::error_code ec, std::size_t bytes);
+  void read_body();
   void on_read(boost::beast::error_code ec, std::size_t bytes);
   void start_upgrade();
   void start_request();

@@ -11,9 +11,9 @@ bool iequals(std::string_view a, std::string_view b) {
   auto lower = [](char c) {
     return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
   };
-  return a.size() == b.size()
-         && std::equal(a.begin(), a.end(), b.begin(),
-                       [&](char x, char y) { return lower(x) == lower(y); });
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(),
+                    [&](char x, char y) { return lower(x) == lower(y); });
 }
 
 // "scheme://host[:port]" -> "host[:port]"; empty when there is no scheme
@@ -34,10 +34,9 @@ bool origin_allowed(const std::vector<std::string>& allowed,
     auto authority = origin_authority(origin);
     return !authority.empty() && iequals(authority, host);
   }
-  return std::any_of(allowed.begin(), allowed.end(),
-                     [&](const std::string& a) {
-                       return a == "*" || a == origin;
-                     });
+  return std::any_of(allowed.begin(), allowed.end(), [&](const std::string& a) {
+    return a == "*" || a == origin;
+  });
 }
 
 } // namespace tidings::transport

@@ -37,17 +37,13 @@ constexpr std::chrono::milliseconds stop_grace{1500};
 // Accepts connections and starts an http_session for each.
 // Executor: its own strand; stop() posts there.
 class listener : public std::enable_shared_from_this<listener> {
-public:
+ public:
   listener(net::io_context& ioc, std::shared_ptr<shared_state> state)
-    : ioc_(ioc),
-      acceptor_(net::make_strand(ioc)),
-      retry_(acceptor_.get_executor()),
-      state_(std::move(state)) {
-  }
+      : ioc_(ioc), acceptor_(net::make_strand(ioc)),
+        retry_(acceptor_.get_executor()), state_(std::move(state)) {}
 
   /// Binds; call before run(), from one thread.
-  std::optional<std::string> open(const std::string& host,
-                                  std::uint16_t port) {
+  std::optional<std::string> open(const std::string& host, std::uint16_t port) {
     beast::error_code ec;
     tcp::resolver resolver{ioc_};
     auto results = resolver.resolve(host, std::to_string(port),
@@ -65,8 +61,8 @@ public:
     if (ec) {
       beast::error_code ignored;
       acceptor_.close(ignored);
-      return "cannot listen on " + host + ":" + std::to_string(port) + ": "
-             + ec.message();
+      return "cannot listen on " + host + ":" + std::to_string(port) + ": " +
+             ec.message();
     }
     port_ = acceptor_.local_endpoint(ec).port();
     return std::nullopt;
@@ -75,9 +71,9 @@ public:
   std::uint16_t port() const { return port_; }
 
   void run() {
-    net::dispatch(acceptor_.get_executor(),
-                  beast::bind_front_handler(&listener::do_accept,
-                                            shared_from_this()));
+    net::dispatch(
+        acceptor_.get_executor(),
+        beast::bind_front_handler(&listener::do_accept, shared_from_this()));
   }
 
   void stop() {
@@ -89,13 +85,13 @@ public:
     });
   }
 
-private:
+ private:
   void do_accept() {
     if (stopped_)
       return;
-    acceptor_.async_accept(net::make_strand(ioc_),
-                           beast::bind_front_handler(&listener::on_accept,
-                                                     shared_from_this()));
+    acceptor_.async_accept(
+        net::make_strand(ioc_),
+        beast::bind_front_handler(&listener::on_accept, shared_from_this()));
   }
 
   void on_accept(beast::error_code ec, tcp::socket socket) {
@@ -136,12 +132,10 @@ struct server::impl {
   std::atomic<bool> stopping{false};
 
   impl(server_options opts, std::shared_ptr<application> app)
-    : ioc(static_cast<int>(opts.threads > 0 ? opts.threads : 1)),
-      state(std::make_shared<shared_state>(std::move(opts), std::move(app))),
-      work(ioc.get_executor()),
-      grace(ioc),
-      threads(state->options().threads > 0 ? state->options().threads : 1) {
-  }
+      : ioc(static_cast<int>(opts.threads > 0 ? opts.threads : 1)),
+        state(std::make_shared<shared_state>(std::move(opts), std::move(app))),
+        work(ioc.get_executor()), grace(ioc),
+        threads(state->options().threads > 0 ? state->options().threads : 1) {}
 
   ~impl() {
     ioc.stop();
@@ -173,8 +167,7 @@ struct server::impl {
 };
 
 server::server(server_options opts, std::shared_ptr<application> app)
-  : impl_(std::make_unique<impl>(std::move(opts), std::move(app))) {
-}
+    : impl_(std::make_unique<impl>(std::move(opts), std::move(app))) {}
 
 server::~server() = default;
 

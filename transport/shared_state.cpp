@@ -24,8 +24,7 @@ transport_counters counter_set::snapshot() const {
 
 shared_state::shared_state(server_options opts,
                            std::shared_ptr<application> app)
-  : opts_(std::move(opts)), app_(std::move(app)) {
-}
+    : opts_(std::move(opts)), app_(std::move(app)) {}
 
 shared_state::ticket shared_state::enter(std::weak_ptr<ws_session> session,
                                          bool want_slot) {

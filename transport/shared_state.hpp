@@ -42,7 +42,7 @@ struct counter_set {
 };
 
 class shared_state {
-public:
+ public:
   /// A session's place in the registry. `admitted`: it holds one of the
   /// max_connections slots (and counts in connections_open).
   struct ticket {
@@ -78,7 +78,7 @@ public:
   /// Drops the when_empty callback (the server is being destroyed).
   void detach();
 
-private:
+ private:
   const server_options opts_;
   const std::shared_ptr<application> app_;
   counter_set counters_;

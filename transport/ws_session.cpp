@@ -26,10 +26,9 @@ namespace {
 // session ends with its connection whatever the application keeps; once the
 // session is gone, deliver() returns false and close() does nothing.
 class ws_sink final : public frame_sink {
-public:
+ public:
   explicit ws_sink(std::weak_ptr<ws_session> session)
-    : session_(std::move(session)) {
-  }
+      : session_(std::move(session)) {}
 
   bool deliver(frame f) override {
     auto s = session_.lock();
@@ -46,7 +45,7 @@ public:
     return s ? s->queued_bytes() : 0;
   }
 
-private:
+ private:
   std::weak_ptr<ws_session> session_;
 };
 
@@ -60,12 +59,9 @@ websocket::stream_base::duration or_none(std::chrono::seconds s) {
 
 ws_session::ws_session(tcp::socket&& socket,
                        std::shared_ptr<shared_state> state)
-  : ws_(std::move(socket)),
-    strand_(ws_.get_executor()),
-    state_(std::move(state)),
-    max_queue_(state_->options().max_queue_bytes),
-    close_timer_(strand_) {
-}
+    : ws_(std::move(socket)), strand_(ws_.get_executor()),
+      state_(std::move(state)), max_queue_(state_->options().max_queue_bytes),
+      close_timer_(strand_) {}
 
 ws_session::~ws_session() {
   // Normally end() ran on the strand already; this covers sessions dropped
@@ -94,9 +90,9 @@ void ws_session::run(request_type req, http_request info,
   timeouts.keep_alive_pings = true;
   ws_.set_option(timeouts);
   ws_.set_option(
-    websocket::stream_base::decorator([](websocket::response_type& res) {
-      res.set(http::field::server, "tidings");
-    }));
+      websocket::stream_base::decorator([](websocket::response_type& res) {
+        res.set(http::field::server, "tidings");
+      }));
   // Off: Beast 1.74's inflater can be made to throw bad_alloc (DESIGN.md).
   websocket::permessage_deflate pmd;
   pmd.server_enable = false;
@@ -169,8 +165,8 @@ void ws_session::on_accept(beast::error_code ec) {
     return;
   }
   counter_set::add(state_->counters().connections_total);
-  handler_ = state_->app().open(info_, std::make_shared<ws_sink>(
-                                         weak_from_this()));
+  handler_ =
+      state_->app().open(info_, std::make_shared<ws_sink>(weak_from_this()));
   do_read();
   if (!handler_)
     close(static_cast<std::uint16_t>(protocol::close_code::internal_error),
@@ -218,9 +214,9 @@ void ws_session::on_deliver(frame f) {
 void ws_session::do_write() {
   in_flight_ = std::move(queue_.front());
   queue_.pop_front();
-  ws_.async_write(net::buffer(*in_flight_),
-                  beast::bind_front_handler(&ws_session::on_write,
-                                            shared_from_this()));
+  ws_.async_write(
+      net::buffer(*in_flight_),
+      beast::bind_front_handler(&ws_session::on_write, shared_from_this()));
 }
 
 void ws_session::on_write(beast::error_code ec, std::size_t) {
@@ -273,8 +269,8 @@ void ws_session::start_close() {
   // assign(t, pos) template and the reason comes out empty.
   const char* text = close_text_.c_str();
   cr.reason.assign(text, std::min(close_text_.size(), cr.reason.max_size()));
-  ws_.async_close(cr, beast::bind_front_handler(&ws_session::on_close,
-                                                shared_from_this()));
+  ws_.async_close(
+      cr, beast::bind_front_handler(&ws_session::on_close, shared_from_this()));
 }
 
 void ws_session::on_close(beast::error_code ec) {

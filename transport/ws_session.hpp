@@ -38,9 +38,9 @@
 namespace tidings::transport {
 
 class ws_session : public std::enable_shared_from_this<ws_session> {
-public:
+ public:
   using request_type =
-    boost::beast::http::request<boost::beast::http::string_body>;
+      boost::beast::http::request<boost::beast::http::string_body>;
 
   ws_session(boost::asio::ip::tcp::socket&& socket,
              std::shared_ptr<shared_state> state);
@@ -65,7 +65,7 @@ public:
   /// (the server's io_context is stopped and run() has returned).
   void abandon();
 
-private:
+ private:
   enum class phase { handshake, open, closing, done };
 
   void on_accept(boost::beast::error_code ec);
@@ -97,7 +97,7 @@ private:
   std::optional<std::uint16_t> close_code_; // set once a close is requested
   std::string close_text_;
   bool reading_ = false;
-  bool dropping_ = false; // slow consumer: frames still arriving are dropped
+  bool dropping_ = false;   // slow consumer: frames still arriving are dropped
   std::deque<frame> queue_; // waiting; the frame being written is in_flight_
   frame in_flight_;
 

@@ -63,6 +63,17 @@ def tidings_bin():
 
 # -- the server process ------------------------------------------------------
 
+def die_with_parent():
+    """In the child before exec: SIGKILL it when this script dies, even by
+    SIGKILL (a ctest timeout), so no server outlives its test."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; atexit still kills
+        pass
+
+
 class Server:
     """One `tidings serve` on 127.0.0.1 with an ephemeral port.
 
@@ -106,7 +117,7 @@ class Server:
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=full_env, text=True,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
         _live_servers.append(self)
         self._threads = [
             threading.Thread(target=self._pump_stdout, daemon=True),
@@ -775,6 +786,27 @@ class Runner:
             return False
         print("PASS %s (%.2fs)" % (name, time.monotonic() - t0), flush=True)
         return True
+
+    def stop_server(self, srv, name="clean_shutdown"):
+        """SIGTERM; the server must exit 0 within the bound (a hang or a
+        crash on shutdown is a failure)."""
+        if not srv.alive():
+            self.failures.append("server_alive")
+            print("FAIL server_alive: the server died during the tests\n%s"
+                  % srv.output_tail(), flush=True)
+            return
+        try:
+            rc = srv.stop()
+        except AssertionError as e:
+            self.failures.append(name)
+            print("FAIL %s: %s" % (name, e), flush=True)
+            return
+        if rc != 0:
+            self.failures.append(name)
+            print("FAIL %s: exit code %s after SIGTERM\n%s"
+                  % (name, rc, srv.output_tail()), flush=True)
+            return
+        print("PASS %s" % name, flush=True)
 
     def finish(self):
         for s in self.servers:

@@ -283,7 +283,7 @@ async def step_rate_limit(srv):
     # A short burst over the limit: one RATE_LIMITED error, no close.
     c = await new_client(srv, "burst")
     try:
-        n = RATE * 2 + 10
+        n = RATE * 2 + 15
         for _ in range(n):
             await c.send({"type": "ping"})
         # Pongs for the burst allowance, then the error for the first
@@ -298,7 +298,9 @@ async def step_rate_limit(srv):
               % (n, RATE, len(frames)))
         expect_error(errors[0], "RATE_LIMITED", "burst over the rate")
         check_eq(len(errors), 1, "one RATE_LIMITED error per burst")
-        check(RATE <= len(pongs) <= RATE * 2 + 2,
+        # The bucket refills during the burst too: a slow (loaded) sender
+        # may earn a few more.
+        check(RATE <= len(pongs) <= RATE * 2 + 5,
               "pongs for a burst of %d at %d/s (bursts of %d): got %d"
               % (n, RATE, RATE * 2, len(pongs)))
         # The token bucket refills with time; nothing else signals it.
@@ -328,8 +330,8 @@ async def step_rate_limit(srv):
           % frames[-5:])
     pongs = [f for f in frames if isinstance(f, dict)
              and f.get("type") == "pong"]
-    check(len(pongs) <= RATE * 2 + 2, "flood: %d pongs exceed the burst"
-          % len(pongs))
+    check(len(pongs) <= RATE * 3, "flood: %d pongs, far above the burst "
+          "allowance of %d" % (len(pongs), RATE * 2))
     after = metrics(srv).get("tidings_rate_limited_total", 0)
     check(after - before >= RATE * 10,
           "tidings_rate_limited_total rose by %d" % (after - before))
@@ -530,11 +532,7 @@ def main():
     runner.run("healthy_after", step_healthy_after, srv)
     if len(runner.failures) > before:
         print(srv.output_tail())
-    if srv.alive():
-        rc = srv.stop()
-        if rc != 0:
-            runner.failures.append("clean_shutdown")
-            print("FAIL clean_shutdown: exit code %s" % rc)
+    runner.stop_server(srv)
     runner.finish()
 
 

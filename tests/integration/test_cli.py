@@ -24,6 +24,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (API_KEY, SECRET, LineReader, RawWs, Runner,  # noqa: E402
                      Server, WsClient, b64url, b64url_decode, check,
+                     die_with_parent,
                      check_eq, jwt_payload, mint_token, publish, publish_raw,
                      run_cli, tidings_bin)
 
@@ -257,7 +258,7 @@ def test_tail_cli(srv, binary):
     p = subprocess.Popen([binary, "tail", room, "--sub", "tailer", "--rooms",
                           "execution:*", "--count", "2", "--timeout", "20"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+                         text=True, env=env, preexec_fn=die_with_parent)
     try:
         out = LineReader(p.stdout)
         out.wait_for(lambda l: '"subscription"' in l and room in l,

@@ -469,16 +469,7 @@ def main():
             ("healthz", test_healthz),
             ("metrics", test_metrics)]:
         runner.run(name, fn, ctx)
-    if srv.alive():
-        rc = srv.stop()
-        if rc != 0:
-            runner.failures.append("clean_shutdown")
-            print("FAIL clean_shutdown: SIGTERM exit code %s\n%s"
-                  % (rc, srv.output_tail()))
-    else:
-        runner.failures.append("server_alive")
-        print("FAIL server_alive: the server died during the tests\n%s"
-              % srv.output_tail())
+    runner.stop_server(srv)
     runner.finish()
 
 

@@ -43,8 +43,7 @@ struct fake_app;
 struct fake_handler : connection_handler {
   fake_handler(fake_app& app, std::size_t index,
                std::shared_ptr<frame_sink> sink)
-    : app(app), index(index), sink(std::move(sink)) {
-  }
+      : app(app), index(index), sink(std::move(sink)) {}
   void on_message(std::string msg) override;
   void on_closed() override;
 
@@ -99,8 +98,7 @@ struct fake_app : application {
     respond(std::move(res));
   }
 
-  std::optional<http_response>
-  check_upgrade(const http_request&) override {
+  std::optional<http_response> check_upgrade(const http_request&) override {
     std::lock_guard<std::mutex> lock{mtx};
     return upgrade_answer;
   }
@@ -153,7 +151,7 @@ server_options test_options() {
 // server::run() returns.
 struct running_server {
   running_server(server_options opts, std::shared_ptr<fake_app> app)
-    : app(std::move(app)), srv(std::move(opts), this->app) {
+      : app(std::move(app)), srv(std::move(opts), this->app) {
     auto err = srv.listen();
     REQUIRE_FALSE(err);
     run_returned = std::async(std::launch::async, [this] { srv.run(); });
@@ -177,9 +175,9 @@ bool all_closed_once(fake_app& app) {
   });
 }
 
-tidings::result<http_reply> get(std::uint16_t port, const std::string& target,
-                       std::vector<std::pair<std::string, std::string>> h =
-                         {}) {
+tidings::result<http_reply>
+get(std::uint16_t port, const std::string& target,
+    std::vector<std::pair<std::string, std::string>> h = {}) {
   return http_call("127.0.0.1", port, "GET", target, h, "", 5000ms);
 }
 
@@ -192,10 +190,8 @@ struct raw_conn {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    connected = fd >= 0
-                && ::connect(fd, reinterpret_cast<sockaddr*>(&addr),
-                             sizeof(addr))
-                     == 0;
+    connected = fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr),
+                                     sizeof(addr)) == 0;
   }
   ~raw_conn() {
     if (fd >= 0)
@@ -221,7 +217,7 @@ struct raw_conn {
     char buf[65536];
     while (!pred(in)) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+          deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0)
         return false;
       pollfd p{fd, POLLIN, 0};
@@ -271,9 +267,9 @@ std::optional<raw_response> read_response(raw_conn& c, bool with_body = true) {
   std::size_t pos = head.find("\r\n");
   while (pos != std::string::npos) {
     auto next = head.find("\r\n", pos + 2);
-    auto line = head.substr(pos + 2, next == std::string::npos
-                                       ? std::string::npos
-                                       : next - pos - 2);
+    auto line =
+        head.substr(pos + 2, next == std::string::npos ? std::string::npos
+                                                       : next - pos - 2);
     auto colon = line.find(':');
     if (colon != std::string::npos) {
       auto value = line.substr(colon + 1);
@@ -292,11 +288,12 @@ std::optional<raw_response> read_response(raw_conn& c, bool with_body = true) {
   return r;
 }
 
-std::string upgrade_request(const std::string& host, const std::string& origin) {
-  std::string req = "GET /ws HTTP/1.1\r\nHost: " + host
-                    + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                      "Sec-WebSocket-Version: 13\r\n";
+std::string upgrade_request(const std::string& host,
+                            const std::string& origin) {
+  std::string req = "GET /ws HTTP/1.1\r\nHost: " + host +
+                    "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n";
   if (!origin.empty())
     req += "Origin: " + origin + "\r\n";
   return req + "\r\n";
@@ -350,14 +347,14 @@ std::uint16_t close_code_of(const raw_frame& f) {
   if (f.payload.size() < 2)
     return 0;
   return static_cast<std::uint16_t>(
-    (static_cast<unsigned char>(f.payload[0]) << 8)
-    | static_cast<unsigned char>(f.payload[1]));
+      (static_cast<unsigned char>(f.payload[0]) << 8) |
+      static_cast<unsigned char>(f.payload[1]));
 }
 
 std::string closed_text(protocol::close_reason r) {
   const auto& e = protocol::describe(r);
-  return std::to_string(static_cast<unsigned>(e.code)) + " "
-         + std::string(e.reason);
+  return std::to_string(static_cast<unsigned>(e.code)) + " " +
+         std::string(e.reason);
 }
 
 } // namespace
@@ -412,9 +409,9 @@ TEST_CASE("HTTP requests reach the application", "[transport]") {
     CHECK(s.srv.counters().http_requests == 1);
   }
   SECTION("POST delivers the body") {
-    auto r = http_call("127.0.0.1", s.port(), "POST", "/api/v1/publish",
-                       {{"Content-Type", "application/json"}},
-                       R"({"a":1})", 5000ms);
+    auto r =
+        http_call("127.0.0.1", s.port(), "POST", "/api/v1/publish",
+                  {{"Content-Type", "application/json"}}, R"({"a":1})", 5000ms);
     REQUIRE(r);
     CHECK(r->status == 200);
     REQUIRE(app->locked([&] { return app->requests.size(); }) == 1);
@@ -424,7 +421,8 @@ TEST_CASE("HTTP requests reach the application", "[transport]") {
   }
   SECTION("the application's status, body and headers pass through") {
     app->locked([&] {
-      app->answer = http_response{404, "application/json",
+      app->answer = http_response{404,
+                                  "application/json",
                                   R"({"error_code":"NOT_FOUND"})",
                                   {{"X-Test", "1"}, {"Content-Length", "99"}}};
     });
@@ -442,15 +440,45 @@ TEST_CASE("HTTP requests reach the application", "[transport]") {
     CHECK(res->headers["server"] == "tidings");
     CHECK(res->headers["x-test"] == "1");
     CHECK(res->headers["content-type"] == "application/json");
-    CHECK(res->headers["content-length"]
-          == std::to_string(res->body.size()));
+    CHECK(res->headers["content-length"] == std::to_string(res->body.size()));
+  }
+  SECTION("Expect: 100-continue is answered before the body is read") {
+    raw_conn c{s.port()};
+    REQUIRE(c.connected);
+    REQUIRE(c.send_all("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       "Expect: 100-continue\r\n\r\n"));
+    auto go_on = read_response(c, false);
+    REQUIRE(go_on);
+    CHECK(go_on->status == 100);
+    REQUIRE(c.send_all("hello"));
+    auto res = read_response(c);
+    REQUIRE(res);
+    CHECK(res->status == 200);
+    REQUIRE(app->locked([&] { return app->requests.size(); }) == 1);
+    CHECK(app->requests[0].body == "hello");
+  }
+  SECTION("a 204 answer goes out without a body") {
+    app->locked([&] {
+      app->answer = http_response{204, "", "not allowed here", {}};
+    });
+    raw_conn c{s.port()};
+    REQUIRE(c.connected);
+    REQUIRE(c.send_all("DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /y HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto first = read_response(c);
+    REQUIRE(first);
+    CHECK(first->status == 204);
+    auto second = read_response(c); // the connection is still in step
+    REQUIRE(second);
+    CHECK(second->status == 204);
+    CHECK(second->body.empty());
   }
   SECTION("keep-alive serves several requests on one connection") {
     raw_conn c{s.port()};
     REQUIRE(c.connected);
     for (int i = 0; i < 3; ++i) {
-      REQUIRE(c.send_all("GET /r" + std::to_string(i)
-                         + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+      REQUIRE(c.send_all("GET /r" + std::to_string(i) +
+                         " HTTP/1.1\r\nHost: x\r\n\r\n"));
       auto res = read_response(c);
       REQUIRE(res);
       CHECK(res->status == 200);
@@ -476,8 +504,9 @@ TEST_CASE("HTTP limits", "[transport]") {
                        std::string(4096, 'x'), 5000ms);
     REQUIRE(r);
     CHECK(r->status == 413);
-    CHECK(r->body
-          == R"({"error_code":"PAYLOAD_TOO_LARGE","message":"Request body too large"})");
+    CHECK(
+        r->body ==
+        R"({"error_code":"PAYLOAD_TOO_LARGE","message":"Request body too large"})");
     CHECK(app->locked([&] { return app->requests.empty(); }));
     // A body at the limit is fine.
     auto ok = http_call("127.0.0.1", s.port(), "POST", "/p", {},
@@ -488,8 +517,8 @@ TEST_CASE("HTTP limits", "[transport]") {
   SECTION("a head over max_header_bytes gets 431") {
     raw_conn c{s.port()};
     REQUIRE(c.connected);
-    REQUIRE(c.send_all("GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
-                       + std::string(4000, 'a') + "\r\n\r\n"));
+    REQUIRE(c.send_all("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                       std::string(4000, 'a') + "\r\n\r\n"));
     auto res = read_response(c);
     REQUIRE(res);
     CHECK(res->status == 431);
@@ -510,13 +539,12 @@ TEST_CASE("HTTP limits", "[transport]") {
   }
 }
 
-TEST_CASE("a responder may answer later from another thread",
-          "[transport]") {
+TEST_CASE("a responder may answer later from another thread", "[transport]") {
   auto app = std::make_shared<fake_app>();
   app->hold_http = true;
   running_server s{test_options(), app};
-  auto reply = std::async(std::launch::async,
-                          [&] { return get(s.port(), "/later"); });
+  auto reply =
+      std::async(std::launch::async, [&] { return get(s.port(), "/later"); });
   REQUIRE(app->wait([&] { return !app->held.empty(); }));
   auto respond = app->locked([&] { return app->held[0]; });
   std::thread([respond] {
@@ -596,7 +624,7 @@ TEST_CASE("WebSocket sessions", "[transport]") {
         threads.emplace_back([sink, t] {
           for (int i = 0; i < per_producer; ++i)
             sink->deliver(
-              make_frame(std::to_string(t) + ":" + std::to_string(i)));
+                make_frame(std::to_string(t) + ":" + std::to_string(i)));
         });
       for (auto& t : threads)
         t.join();
@@ -617,10 +645,10 @@ TEST_CASE("WebSocket sessions", "[transport]") {
       auto end = c.read(5000ms);
       REQUIRE_FALSE(end);
       CHECK(end.error().code == "CLOSED");
-      CHECK(end.error().message
-            == closed_text(protocol::close_reason::shutting_down));
-      REQUIRE(s.run_returned.wait_for(event_timeout)
-              == std::future_status::ready);
+      CHECK(end.error().message ==
+            closed_text(protocol::close_reason::shutting_down));
+      REQUIRE(s.run_returned.wait_for(event_timeout) ==
+              std::future_status::ready);
       CHECK(app->locked([&] { return app->closed[0]; }) == 1);
     }
   }
@@ -636,8 +664,7 @@ TEST_CASE("stop() ends run() even when a client never answers the close",
   REQUIRE(c.connect("127.0.0.1", s.port(), "/ws"));
   REQUIRE(app->wait([&] { return app->sinks.size() == 1; }));
   s.srv.stop();
-  REQUIRE(s.run_returned.wait_for(event_timeout)
-          == std::future_status::ready);
+  REQUIRE(s.run_returned.wait_for(event_timeout) == std::future_status::ready);
   CHECK(app->locked([&] { return app->closed[0]; }) == 1);
 }
 
@@ -653,8 +680,7 @@ TEST_CASE("check_upgrade can refuse the handshake", "[transport]") {
   CHECK(app->locked([&] { return app->sinks.empty(); }));
 }
 
-TEST_CASE("a message over max_message_size closes with 1009",
-          "[transport]") {
+TEST_CASE("a message over max_message_size closes with 1009", "[transport]") {
   auto app = std::make_shared<fake_app>();
   auto opts = test_options();
   opts.max_message_size = 1024;
@@ -671,8 +697,8 @@ TEST_CASE("a message over max_message_size closes with 1009",
   INFO(end.error().message);
   CHECK(end.error().code == "CLOSED");
   CHECK(end.error().message.rfind("1009", 0) == 0);
-  REQUIRE(app->wait([&] { return app->closed.size() == 1
-                                 && app->closed[0] == 1; }));
+  REQUIRE(app->wait(
+      [&] { return app->closed.size() == 1 && app->closed[0] == 1; }));
   CHECK(s.srv.counters().oversize_closes == 1);
   CHECK(app->locked([&] { return app->messages.size(); }) == 1);
 }
@@ -770,8 +796,8 @@ TEST_CASE("max_connections turns further sessions away with 1013",
   auto end = second.read(5000ms);
   REQUIRE_FALSE(end);
   CHECK(end.error().code == "CLOSED");
-  CHECK(end.error().message
-        == closed_text(protocol::close_reason::too_many_connections));
+  CHECK(end.error().message ==
+        closed_text(protocol::close_reason::too_many_connections));
   CHECK(s.srv.counters().rejected_connections == 1);
   CHECK(app->locked([&] { return app->sinks.size(); }) == 1);
 
