@@ -96,8 +96,12 @@ void subscribe(connection_actor* self, const protocol::room_id& room,
         if (st.subs.emplace(room.str(), std::move(room_actor)).second)
           st.node->joined(st.who->sub, room.str());
       },
-      [=](caf::error&) {
-        send_error(self, protocol::error_code::unavailable, room.str());
+      [=](caf::error& err) {
+        send_error(self,
+                   err == caf::sec::invalid_argument
+                     ? protocol::error_code::operation_not_found
+                     : protocol::error_code::unavailable,
+                   room.str());
       });
 }
 

@@ -150,6 +150,11 @@ void gateway::handle_http(transport::http_request req,
                        + "}";
     return respond(json_reply(200, std::move(body)));
   }
+  constexpr std::string_view ops = "/api/v1/operations";
+  if (path == ops)
+    return operations({}, req, respond);
+  if (path.size() > ops.size() + 1 && path.substr(0, ops.size() + 1) == "/api/v1/operations/")
+    return operations(path.substr(ops.size() + 1), req, respond);
   constexpr std::string_view rooms_prefix = "/api/v1/rooms/";
   constexpr std::string_view history_suffix = "/history";
   if (path.size() > rooms_prefix.size() + history_suffix.size()
@@ -239,10 +244,147 @@ void gateway::history(std::string_view room_text, std::string_view query,
   });
 }
 
+bool gateway::api_key_ok(const std::string& authorization) const {
+  auto key = protocol::bearer_token(authorization);
+  return !cfg_.api_key.empty() && key && same_secret(*key, cfg_.api_key);
+}
+
+namespace {
+
+std::string operation_body(const persistence::operation_record& rec,
+                           const protocol::room_id& room,
+                           const std::string& state, std::uint64_t offset,
+                           const std::string& epoch) {
+  std::string body = "{\"id\":";
+  protocol::append_json_string(body, rec.id);
+  body += ",\"kind\":";
+  protocol::append_json_string(body, rec.kind);
+  body += ",\"owner\":";
+  protocol::append_json_string(body, rec.owner);
+  body += ",\"room_id\":";
+  protocol::append_json_string(body, room.str());
+  body += ",\"state\":" + state + ",\"offset\":" + std::to_string(offset)
+          + ",\"epoch\":";
+  protocol::append_json_string(body, epoch);
+  return body + "}";
+}
+
+error_code code_of(const caf::error& err) {
+  if (err == caf::sec::invalid_argument) {
+    auto text = caf::to_string(err);
+    if (text.find("OPERATION_EXISTS") != std::string::npos)
+      return error_code::operation_exists;
+    return error_code::operation_not_found;
+  }
+  return error_code::unavailable;
+}
+
+} // namespace
+
+void gateway::operations(std::string_view rest, transport::http_request& req,
+                         transport::http_responder& respond) {
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  if (rest.empty()) { // POST /api/v1/operations
+    if (req.method != "POST")
+      return respond(error_reply(error_code::method_not_allowed));
+    if (!api_key_ok(req.authorization))
+      return respond(error_reply(error_code::unauthorized));
+    auto parsed = protocol::parse_operation_create(req.body);
+    if (auto* err = std::get_if<protocol::request_error>(&parsed))
+      return respond(error_reply(err->code, err->detail));
+    auto op = std::get<protocol::operation_create>(std::move(parsed));
+    if (!cfg_.kinds || !cfg_.kinds->is_operation_kind(op.kind))
+      return respond(error_reply(error_code::invalid_message,
+                                 "kind is not an operation kind "
+                                 "(see --operation-kinds)"));
+    persistence::operation_record rec{op.id, op.kind, op.owner, op.meta, now};
+    sys_.spawn([dir = directory_, rec, room = op.room,
+                respond = std::move(respond)](caf::event_based_actor* self) {
+      self
+        ->request(dir, std::chrono::seconds(10), op_create_atom::value, room,
+                  rec)
+        .then(
+          [=](std::string& state, std::uint64_t offset, std::string& epoch) {
+            respond(json_reply(201, operation_body(rec, room, state, offset,
+                                                   epoch)));
+          },
+          [=](caf::error& err) { respond(error_reply(code_of(err))); });
+    });
+    return;
+  }
+  // /api/v1/operations/{id}[/events]
+  bool events = false;
+  constexpr std::string_view events_suffix = "/events";
+  if (rest.size() > events_suffix.size()
+      && rest.substr(rest.size() - events_suffix.size()) == events_suffix) {
+    events = true;
+    rest.remove_suffix(events_suffix.size());
+  }
+  auto id = protocol::percent_decode(rest);
+  if (!id || id->empty() || id->find('/') != std::string::npos)
+    return respond(error_reply(error_code::not_found));
+  if (events ? req.method != "POST" : req.method != "GET")
+    return respond(error_reply(error_code::method_not_allowed));
+  std::optional<protocol::claims> who;
+  if (!api_key_ok(req.authorization)) {
+    if (events)
+      return respond(error_reply(error_code::unauthorized));
+    who = bearer_claims(req.authorization);
+    if (!who)
+      return respond(error_reply(error_code::unauthorized));
+  }
+  sys_.spawn([dir = directory_, writer = writer_, id = *id, events, who,
+              body = std::move(req.body),
+              respond = std::move(respond)](caf::event_based_actor* self) {
+    auto fail = [=](caf::error& err) { respond(error_reply(code_of(err))); };
+    self->request(writer, std::chrono::seconds(10), op_get_atom::value, id)
+      .then(
+        [=](bool found, persistence::operation_record& rec) {
+          auto room = protocol::room_id::make(rec.kind, rec.id);
+          if (!found || !room)
+            return respond(error_reply(error_code::operation_not_found));
+          if (who && who->sub != rec.owner
+              && !protocol::may_subscribe(*who, *room))
+            return respond(error_reply(error_code::access_denied));
+          if (events) {
+            auto parsed = protocol::parse_operation_event(body, *room);
+            if (auto* err = std::get_if<protocol::request_error>(&parsed))
+              return respond(error_reply(err->code, err->detail));
+            auto pub = std::get<protocol::publish_request>(std::move(parsed));
+            self
+              ->request(dir, std::chrono::seconds(10), publish_atom::value,
+                        std::move(pub))
+              .then(
+                [=](std::uint64_t offset) {
+                  std::string out = "{\"room_id\":";
+                  protocol::append_json_string(out, room->str());
+                  out += ",\"offset\":" + std::to_string(offset) + "}";
+                  respond(json_reply(200, std::move(out)));
+                },
+                fail);
+            return;
+          }
+          self
+            ->request(dir, std::chrono::seconds(10), state_atom::value, *room)
+            .then(
+              [=](bool exists, std::string& state, std::uint64_t offset,
+                  std::string& epoch) {
+                if (!exists)
+                  return respond(error_reply(error_code::operation_not_found));
+                respond(json_reply(200, operation_body(rec, *room, state,
+                                                       offset, epoch)));
+              },
+              fail);
+        },
+        fail);
+  });
+}
+
 void gateway::publish(transport::http_request& req,
                       transport::http_responder& respond) {
-  auto key = protocol::bearer_token(req.authorization);
-  if (cfg_.api_key.empty() || !key || !same_secret(*key, cfg_.api_key))
+  if (!api_key_ok(req.authorization))
     return respond(error_reply(error_code::unauthorized));
   auto parsed = protocol::parse_publish_request(req.body);
   if (auto* err = std::get_if<protocol::request_error>(&parsed))
@@ -262,7 +404,7 @@ void gateway::publish(transport::http_request& req,
           body += ",\"offset\":" + std::to_string(offset) + "}";
           respond(json_reply(200, std::move(body)));
         },
-        [=](caf::error&) { respond(error_reply(error_code::unavailable)); });
+        [=](caf::error& err) { respond(error_reply(code_of(err))); });
   });
 }
 

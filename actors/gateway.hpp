@@ -14,10 +14,21 @@
 //   GET  /api/v1/rooms/{room_id}/history?since=&limit=
 //                              Bearer <JWT>, subscribe ACL → {"room_id",
 //                              "epoch","offset","events":[event frames]}
+//   POST /api/v1/operations    Bearer <api key>; {"id","kind","owner",
+//                              "meta"?} → 201 {"id","kind","owner",
+//                              "room_id","state","offset","epoch"}
+//   POST /api/v1/operations/{id}/events
+//                              Bearer <api key>; publish body without
+//                              room_id → {"room_id","offset"}
+//   GET  /api/v1/operations/{id}
+//                              Bearer <api key>, or a JWT of the owner or
+//                              one the room's ACL admits → the same object
+//                              as the 201 above
 //   WS   /api/v1/ws[?token=]   the native protocol (protocol/native.hpp)
 #pragma once
 
 #include "actors/connection.hpp"
+#include "actors/extension.hpp"
 #include "actors/node_state.hpp"
 #include "transport/seam.hpp"
 
@@ -35,6 +46,7 @@ struct gateway_config {
   std::shared_ptr<const connection_config> conn;
   std::string api_key; // empty: the publish API refuses every request
   std::string node_id;
+  std::shared_ptr<const kind_registry> kinds;
   /// Extra Prometheus text appended to /metrics (transport counters).
   std::function<std::string()> extra_metrics;
 };
@@ -55,6 +67,9 @@ public:
 private:
   void publish(transport::http_request& req, transport::http_responder& respond);
   std::optional<protocol::claims> bearer_claims(const std::string& header);
+  bool api_key_ok(const std::string& authorization) const;
+  void operations(std::string_view rest, transport::http_request& req,
+                  transport::http_responder& respond);
   void history(std::string_view path, std::string_view query,
                const std::string& authorization,
                transport::http_responder& respond);

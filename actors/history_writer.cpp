@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include <limits>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -15,6 +16,7 @@ namespace {
 struct pending_append {
   persistence::stored_event ev;
   caf::response_promise rp;
+  std::optional<persistence::snapshot_update> snap;
 };
 
 struct writer_state {
@@ -38,10 +40,14 @@ void commit_pending(writer_actor* self) {
   if (st.pending.empty())
     return;
   std::vector<persistence::stored_event> batch;
+  std::vector<persistence::snapshot_update> snaps;
   batch.reserve(st.pending.size());
-  for (auto& p : st.pending)
+  for (auto& p : st.pending) {
     batch.push_back(std::move(p.ev));
-  auto res = st.store->append(batch);
+    if (p.snap)
+      snaps.push_back(std::move(*p.snap));
+  }
+  auto res = st.store->append(batch, snaps);
   if (res) {
     st.node->counters.history_commits.fetch_add(1, std::memory_order_relaxed);
     st.node->counters.history_rows.fetch_add(batch.size(),
@@ -85,6 +91,19 @@ void apply_retention(writer_actor* self) {
   st.written.clear();
 }
 
+void queue_append(writer_actor* self, persistence::stored_event ev,
+                  std::optional<persistence::snapshot_update> snap) {
+  auto& st = self->state;
+  st.pending.push_back(
+    {std::move(ev), self->make_response_promise(), std::move(snap)});
+  if (st.pending.size() >= st.cfg.max_batch) {
+    commit_pending(self);
+  } else if (!st.flush_scheduled) {
+    st.flush_scheduled = true;
+    self->send(self, flush_atom::value);
+  }
+}
+
 caf::behavior writer(writer_actor* self,
                      std::shared_ptr<persistence::history_store> store,
                      node_state* node, history_writer_config cfg) {
@@ -100,15 +119,38 @@ caf::behavior writer(writer_actor* self,
       return {pos->epoch, pos->offset};
     },
     [=](append_atom, persistence::stored_event& ev) {
-      auto& st = self->state;
-      st.pending.push_back({std::move(ev), self->make_response_promise()});
-      if (st.pending.size() >= st.cfg.max_batch) {
-        commit_pending(self);
-      } else if (!st.flush_scheduled) {
-        st.flush_scheduled = true;
-        self->send(self, flush_atom::value);
-      }
+      queue_append(self, std::move(ev), std::nullopt);
     },
+    [=](append_atom, persistence::stored_event& ev,
+        persistence::snapshot_update& snap) {
+      queue_append(self, std::move(ev), std::move(snap));
+    },
+    [=](snap_get_atom, const std::string& room)
+      -> caf::result<bool, std::uint64_t, std::string> {
+      auto snap = self->state.store->get_snapshot(room);
+      if (!snap)
+        return caf::make_error(caf::sec::runtime_error, snap.error().code);
+      if (!*snap)
+        return {false, std::uint64_t{0}, std::string{}};
+      return {true, (*snap)->offset, std::move((*snap)->state)};
+    },
+    [=](op_create_atom, const persistence::operation_record& op)
+      -> caf::result<bool> {
+      auto res = self->state.store->create_operation(op);
+      if (!res)
+        return caf::make_error(caf::sec::invalid_argument, res.error().code);
+      return *res;
+    },
+    [=](op_get_atom, const std::string& id)
+      -> caf::result<bool, persistence::operation_record> {
+      auto op = self->state.store->get_operation(id);
+      if (!op)
+        return caf::make_error(caf::sec::runtime_error, op.error().code);
+      if (!*op)
+        return {false, persistence::operation_record{}};
+      return {true, std::move(**op)};
+    },
+
     [=](read_atom, const std::string& room, std::uint64_t after,
         std::uint64_t limit)
       -> caf::result<std::vector<persistence::stored_event>> {

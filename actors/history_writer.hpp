@@ -5,6 +5,14 @@
 // Protocol:
 //   (position_atom, std::string room)  -> (std::string epoch, uint64 offset)
 //   (append_atom, stored_event)        -> uint64 offset, after the commit
+//   (append_atom, stored_event, snapshot_update)
+//                                      -> uint64 offset; the event and the
+//                                         room's new snapshot commit together
+//   (snap_get_atom, std::string room)  -> (bool found, uint64 offset,
+//                                          std::string state)
+//   (op_create_atom, operation_record) -> bool (false: an identical record
+//                                         existed); error OPERATION_EXISTS
+//   (op_get_atom, std::string id)      -> (bool found, operation_record)
 //   (read_atom, std::string room, uint64 after, uint64 limit)
 //                                      -> std::vector<stored_event>, the
 //                                         committed events after `after`
@@ -49,4 +57,6 @@ caf::actor spawn_history_writer(caf::actor_system& sys,
 } // namespace tidings::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::stored_event)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::snapshot_update)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::operation_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<tidings::persistence::stored_event>)

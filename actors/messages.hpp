@@ -36,6 +36,10 @@ using auth_to_atom = caf::atom_constant<caf::atom("auth_to")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
 using read_atom = caf::atom_constant<caf::atom("read")>;
+using op_create_atom = caf::atom_constant<caf::atom("op_create")>;
+using op_get_atom = caf::atom_constant<caf::atom("op_get")>;
+using snap_get_atom = caf::atom_constant<caf::atom("snap_get")>;
+using state_atom = caf::atom_constant<caf::atom("state")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.

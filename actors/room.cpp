@@ -51,6 +51,11 @@ struct room_state {
   std::deque<std::pair<std::uint64_t, std::string>> id_order;
   // Retried publishes waiting for the commit of their first offset.
   std::multimap<std::uint64_t, caf::response_promise> id_waiters;
+  // Operation rooms only.
+  const protocol::reducer* reducer = nullptr;
+  bool op_exists = false;
+  std::string op_state;      // at `committed`
+  std::string pending_state; // at `assigned`
   static inline const char* name = "room";
 };
 
@@ -107,12 +112,17 @@ void append_done(room_actor* self) {
     // Every append after the failed one failed too (the store refuses
     // gaps); continue from the last committed offset.
     st.assigned = st.committed;
+    st.pending_state = st.op_state;
     st.resyncing = false;
   }
   maybe_quit_retiring(self);
 }
 
 using subscribe_result = caf::result<caf::actor, std::string, std::uint64_t>;
+
+caf::error operation_not_found() {
+  return caf::make_error(caf::sec::invalid_argument, "OPERATION_NOT_FOUND");
+}
 
 bool has_subscribers(const room_state& st) {
   return !st.subs.empty() || !st.catching_up.empty();
@@ -133,6 +143,9 @@ void go_live(room_actor* self, subscriber sub, std::uint64_t offset,
   auto& st = self->state;
   sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
     true, st.id, {st.epoch, offset}, now_ms(), recovered)));
+  if (st.reducer)
+    sub.sink->deliver(transport::make_frame(protocol::encode_current_state(
+      st.id, {st.epoch, st.committed}, st.op_state, now_ms())));
   st.subs.emplace(sub.conn_id, std::move(sub));
 }
 
@@ -186,6 +199,8 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   auto& st = self->state;
   ++st.from_directory;
   st.last_activity = self->clock().now();
+  if (st.reducer && !st.op_exists)
+    return operation_not_found();
   if (!has_subscribers(st))
     st.node->room_active(st.id.str(), true);
   auto me = caf::actor_cast<caf::actor>(self);
@@ -194,6 +209,13 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
     self->monitor(sub.conn);
   auto since = std::move(sub.since);
   auto target = st.committed;
+  if (st.reducer) {
+    std::optional<bool> recovered;
+    if (since)
+      recovered = since->epoch == st.epoch && since->offset <= target;
+    go_live(self, std::move(sub), target, recovered);
+    return {me, st.epoch, target};
+  }
   if (!since) {
     go_live(self, std::move(sub), target, std::nullopt);
     return {me, st.epoch, target};
@@ -255,6 +277,8 @@ caf::result<std::uint64_t> publish(room_actor* self,
   auto& st = self->state;
   ++st.from_directory;
   st.last_activity = self->clock().now();
+  if (st.reducer && !st.op_exists)
+    return operation_not_found();
   if (!req.publish_id.empty()) {
     if (auto i = st.ids.find(req.publish_id); i != st.ids.end()) {
       if (i->second <= st.committed)
@@ -284,10 +308,24 @@ caf::result<std::uint64_t> publish(room_actor* self,
   remember_id(st, pub.publish_id, pub.offset);
   ++st.in_flight;
   auto rp = self->make_response_promise<std::uint64_t>();
-  self->request(st.writer, caf::infinite, append_atom::value, std::move(ev))
+  std::optional<persistence::snapshot_update> snap;
+  if (st.reducer) {
+    st.pending_state = st.reducer->apply(st.pending_state, pub);
+    snap = persistence::snapshot_update{st.id.str(), pub.offset,
+                                        st.pending_state};
+  }
+  auto req_append = snap ? self->request(st.writer, caf::infinite,
+                                         append_atom::value, std::move(ev),
+                                         *snap)
+                         : self->request(st.writer, caf::infinite,
+                                         append_atom::value, std::move(ev));
+  auto new_state = snap ? snap->state : std::string{};
+  std::move(req_append)
     .then(
       [=](std::uint64_t offset) mutable {
         self->state.committed = offset;
+        if (self->state.reducer)
+          self->state.op_state = new_state;
         fan_out(self, pub);
         rp.deliver(offset);
         release_waiters(self->state, offset, nullptr);
@@ -309,6 +347,74 @@ caf::result<std::uint64_t> publish(room_actor* self,
   return rp;
 }
 
+protocol::operation_info to_info(const persistence::operation_record& r) {
+  return {r.id, r.kind, r.owner, r.meta_json, r.created_ms};
+}
+
+/// Operation rooms: the record and the state at the committed offset. Runs
+/// during init (await), so nothing is served before it is known.
+void load_operation(room_actor* self) {
+  auto& st = self->state;
+  self->request(st.writer, caf::infinite, op_get_atom::value, st.id.id())
+    .await(
+      [=](bool found, persistence::operation_record& rec) {
+        auto& st = self->state;
+        if (!found || rec.kind != st.id.kind())
+          return;
+        st.op_exists = true;
+        st.op_state = st.reducer->initial(to_info(rec));
+        self->request(st.writer, caf::infinite, snap_get_atom::value,
+                      st.id.str())
+          .await(
+            [=](bool has, std::uint64_t offset, std::string& state) {
+              auto& st = self->state;
+              if (has)
+                st.op_state = std::move(state);
+              st.pending_state = st.op_state;
+              if (offset >= st.committed)
+                return;
+              // Events newer than the snapshot (not expected: they commit
+              // together); fold them so the state matches the offset.
+              self
+                ->request(st.writer, caf::infinite, read_atom::value,
+                          st.id.str(), offset, st.committed - offset)
+                .await(
+                  [=](std::vector<persistence::stored_event>& events) {
+                    auto& st = self->state;
+                    for (auto& ev : events)
+                      st.op_state = st.reducer->apply(st.op_state,
+                                                      to_publication(st, ev));
+                    st.pending_state = st.op_state;
+                  },
+                  [=](caf::error& err) { self->quit(std::move(err)); });
+            },
+            [=](caf::error& err) { self->quit(std::move(err)); });
+      },
+      [=](caf::error& err) { self->quit(std::move(err)); });
+}
+
+caf::result<std::string, std::uint64_t, std::string>
+create_operation(room_actor* self, persistence::operation_record& rec) {
+  auto& st = self->state;
+  ++st.from_directory;
+  st.last_activity = self->clock().now();
+  if (!st.reducer)
+    return caf::make_error(caf::sec::invalid_argument, "NOT_AN_OPERATION");
+  auto rp = self->make_response_promise();
+  self->request(st.writer, caf::infinite, op_create_atom::value, rec)
+    .await(
+      [=](bool) mutable {
+        auto& st = self->state;
+        if (!st.op_exists) {
+          st.op_exists = true;
+          st.op_state = st.pending_state = st.reducer->initial(to_info(rec));
+        }
+        rp.deliver(st.op_state, st.committed, st.epoch);
+      },
+      [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
 caf::behavior room(room_actor* self, protocol::room_id id,
                    caf::actor directory, caf::actor writer, node_state* node,
                    room_config cfg) {
@@ -318,6 +424,8 @@ caf::behavior room(room_actor* self, protocol::room_id id,
   st.writer = std::move(writer);
   st.node = node;
   st.cfg = cfg;
+  if (cfg.kinds)
+    st.reducer = cfg.kinds->operation_reducer(st.id.kind());
   st.last_activity = self->clock().now();
   node->counters.rooms_alive.fetch_add(1, std::memory_order_relaxed);
   self->attach_functor([node, key = st.id.str()](const caf::error&) {
@@ -346,6 +454,8 @@ caf::behavior room(room_actor* self, protocol::room_id id,
         st.epoch = std::move(epoch);
         st.assigned = st.committed = offset;
         schedule_idle_check(self);
+        if (st.reducer)
+          load_operation(self);
         if (offset == 0 || st.cfg.dedupe_window == 0)
           return;
         auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
@@ -362,6 +472,15 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       [=](caf::error& err) { self->quit(std::move(err)); });
   return {
     [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
+    [=](op_create_atom, persistence::operation_record& rec) {
+      return create_operation(self, rec);
+    },
+    [=](state_atom) -> caf::result<bool, std::string, std::uint64_t,
+                                   std::string> {
+      auto& st = self->state;
+      ++st.from_directory;
+      return {st.op_exists, st.op_state, st.committed, st.epoch};
+    },
     [=](unsub_atom, std::uint64_t conn_id) {
       auto& st = self->state;
       auto i = st.subs.find(conn_id);

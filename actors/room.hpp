@@ -20,7 +20,19 @@
 //       fails with `unavailable` when too many publishes are in flight;
 //       a repeated `publish_id` (see dedupe_window) answers the first
 //       offset, waiting for its commit if it is still in flight.
+//   (op_create_atom, operation_record) -> (state, uint64 offset, epoch)
+//       operation kinds only: creates the operation (idempotent)
+//   (state_atom)                   -> (bool exists, std::string state,
+//                                      uint64 offset, std::string epoch)
 //   (retire_atom)                  quits once in-flight publishes are done
+//
+// Operation rooms (kinds registered in `kind_registry`) fold every event
+// into a current state at publish time and store it with the event in one
+// commit. A subscriber gets the confirmation, then `current_state` at the
+// committed offset, then events with larger offsets (no replay: the state
+// already holds them; `recovered` says whether the cursor was in this
+// epoch). Subscribing or publishing to an operation that was not created
+// fails with `invalid_argument` ("OPERATION_NOT_FOUND").
 //   (tick_atom)                    idle check; an empty, quiet room asks
 //                                  the directory (idle_atom) to retire it
 //
@@ -30,6 +42,7 @@
 // retiring room.
 #pragma once
 
+#include "actors/extension.hpp"
 #include "actors/node_state.hpp"
 #include "protocol/room_id.hpp"
 
@@ -48,6 +61,8 @@ struct room_config {
   /// events gets that event's offset instead of storing a duplicate. Loaded
   /// from history when the room starts, so it holds across restarts.
   std::size_t dedupe_window = 1000;
+  /// Which kinds are operations, with their reducers.
+  std::shared_ptr<const kind_registry> kinds;
 };
 
 /// Spawned by the directory; `directory` receives idle requests.

@@ -1,5 +1,6 @@
 #include "actors/room_directory.hpp"
 
+#include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 
 #include <caf/all.hpp>
@@ -80,6 +81,17 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
       auto& e = room_for(self, req.room);
       ++e.forwarded;
       return self->delegate(e.room, a, std::move(req));
+    },
+    [=](op_create_atom a, protocol::room_id& id,
+        persistence::operation_record& rec) {
+      auto& e = room_for(self, id);
+      ++e.forwarded;
+      return self->delegate(e.room, a, std::move(rec));
+    },
+    [=](state_atom a, protocol::room_id& id) {
+      auto& e = room_for(self, id);
+      ++e.forwarded;
+      return self->delegate(e.room, a);
     },
     [=](idle_atom, const std::string& key, std::uint64_t seen) {
       auto& st = self->state;

@@ -4,6 +4,8 @@
 // Runs on the CAF scheduler. Protocol:
 //   (subscribe_atom, room_id, subscriber)  -> forwarded to the room
 //   (publish_atom, publish_request)        -> forwarded to the room
+//   (op_create_atom, room_id, operation_record), (state_atom, room_id)
+//                                          -> forwarded to the room
 //   (idle_atom, std::string key, uint64 n) from a room: retire it when the
 //                                          directory forwarded exactly n
 //                                          messages to it (none in flight)

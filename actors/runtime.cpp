@@ -57,6 +57,8 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   im.writer = spawn_history_writer(*im.sys, std::move(store), im.node, wc);
   room_config rc;
   rc.replay_limit = im.cfg.replay_limit;
+  auto kinds = std::make_shared<const kind_registry>(im.cfg.kinds);
+  rc.kinds = kinds;
   rc.idle_timeout = im.cfg.room_idle_timeout;
   rc.max_pending_publishes = im.cfg.max_pending_publishes;
   im.directory = spawn_room_directory(*im.sys, im.writer, im.node, rc);
@@ -65,6 +67,7 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   gc.api_key = im.cfg.api_key;
   gc.node_id = im.cfg.node_id;
   gc.extra_metrics = im.cfg.extra_metrics;
+  gc.kinds = kinds;
   im.app = std::make_shared<gateway>(*im.sys, im.directory, im.writer, im.node,
                                      std::move(gc));
   return rt;

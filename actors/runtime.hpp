@@ -4,6 +4,7 @@
 #pragma once
 
 #include "actors/connection.hpp"
+#include "actors/extension.hpp"
 #include "persistence/retention.hpp"
 #include "protocol/result.hpp"
 #include "transport/seam.hpp"
@@ -25,6 +26,9 @@ struct node_config {
   std::size_t max_pending_publishes = 10000; // per room
   std::uint64_t replay_limit = 10000;        // events one resume may replay
   persistence::retention_rules retention;
+  /// Room kinds that are operations; add custom reducers here before
+  /// `start` (the extension point, docs/extending.md).
+  kind_registry kinds;
   unsigned actor_threads = 2;
   /// Appended to /metrics (the transport's counters).
   std::function<std::string()> extra_metrics;

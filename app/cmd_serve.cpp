@@ -69,6 +69,10 @@ void declare(options& o) {
   o.add("replay-limit", "10000",
         "Most events one resume replays; further behind gets "
         "recovered:false.");
+  o.add("operation-kinds", "operation,job,index",
+        "Room kinds that are operations (created by POST "
+        "/api/v1/operations, with a current state sent first to "
+        "subscribers).");
   o.add("room-idle-timeout", "30",
         "Seconds an empty, quiet room actor lives before it is retired.");
 }
@@ -194,6 +198,12 @@ result<built_config> build(const options& o) {
       return retention.error();
     n.retention = std::move(*retention);
     n.replay_limit = o.integer("replay-limit");
+    for (auto& kind : o.list("operation-kinds")) {
+      if (!protocol::valid_room_kind(kind))
+        return error_info{"CONFIG", "--operation-kinds: '" + kind
+                                      + "' is not a room kind"};
+      n.kinds.add_operation_kind(kind);
+    }
     n.actor_threads = static_cast<unsigned>(o.integer("actor-threads"));
     auto& s = b.server;
     s.host = o.str("host");

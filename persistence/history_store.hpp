@@ -8,6 +8,12 @@
 //   per room; the store rejects a batch whose offsets do not continue the
 //   room's last stored offset, so an offset never names two events.
 // - Each room has an `epoch`, created on first use and kept across restarts.
+// - Each room has at most one snapshot (an operation's current state folded
+//   from its events up to the snapshot's offset). Its offset never exceeds
+//   the room's last stored offset and never goes back; trim never deletes it.
+//   Events and snapshots given to one `append` commit together or not at
+//   all, so a snapshot never names events that are not stored.
+// - An operation record, once created, never changes.
 // Not thread-safe: one owner (the node's history writer) uses a store.
 #pragma once
 
@@ -31,6 +37,28 @@ struct stored_event {
   std::string publish_id;    // may be empty; for idempotent publishes
 };
 
+/// A room's latest snapshot: the state after applying events 1..offset.
+struct snapshot {
+  std::uint64_t offset = 0;
+  std::string state; // JSON text
+};
+
+/// A snapshot to store with a batch of events.
+struct snapshot_update {
+  std::string room;
+  std::uint64_t offset = 0;
+  std::string state; // JSON text
+};
+
+/// An operation as created through the API. Immutable once stored.
+struct operation_record {
+  std::string id;
+  std::string kind;
+  std::string owner;
+  std::string meta_json;
+  std::int64_t created_ms = 0;
+};
+
 struct room_position {
   std::string epoch;
   std::uint64_t offset = 0;  // last stored offset; 0 when none
@@ -44,7 +72,42 @@ public:
   virtual result<room_position> position(const std::string& room) = 0;
 
   /// Stores events of any rooms in one transaction (group commit).
-  virtual result<bool> append(const std::vector<stored_event>& batch) = 0;
+  /// Same as `append(batch, {})`.
+  result<bool> append(const std::vector<stored_event>& batch) {
+    return append(batch, {});
+  }
+
+  /// Stores events of any rooms and snapshots of any rooms in one
+  /// transaction: all of it or none. Snapshots are checked after the batch's
+  /// events, in order: each needs offset <= the room's last offset including
+  /// this batch (else OFFSET_CONFLICT) and >= the room's current snapshot
+  /// offset, including one earlier in `snapshots` (else SNAPSHOT_STALE); an
+  /// equal offset replaces the state. A snapshot may create its room (then
+  /// only at offset 0).
+  virtual result<bool>
+  append(const std::vector<stored_event>& batch,
+         const std::vector<snapshot_update>& snapshots) = 0;
+
+  /// Replaces the room's snapshot; same as `append({}, {{room, offset,
+  /// state}})`.
+  result<bool> put_snapshot(const std::string& room, std::uint64_t offset,
+                            const std::string& state_json) {
+    return append({}, {snapshot_update{room, offset, state_json}});
+  }
+
+  /// The room's latest snapshot, or nullopt when it has none.
+  virtual result<std::optional<snapshot>>
+  get_snapshot(const std::string& room) = 0;
+
+  /// Stores `op` unless its id exists. Returns true when stored now, false
+  /// when an identical record (same id, kind, owner and meta; `created_ms`
+  /// is not compared and the first one stays) was already stored, and
+  /// OPERATION_EXISTS when the id is taken by a different record.
+  virtual result<bool> create_operation(const operation_record& op) = 0;
+
+  /// The operation with this id, or nullopt when there is none.
+  virtual result<std::optional<operation_record>>
+  get_operation(const std::string& id) = 0;
 
   /// Events with offset > `after`, ascending, at most `limit`.
   virtual result<std::vector<stored_event>>

@@ -27,28 +27,58 @@ result<room_position> memory_store::position(const std::string& room) {
   return get(room).pos;
 }
 
-result<bool> memory_store::append(const std::vector<stored_event>& batch) {
+result<bool>
+memory_store::append(const std::vector<stored_event>& batch,
+                     const std::vector<snapshot_update>& snapshots) {
   // Validate the whole batch before touching anything: all-or-nothing.
   std::unordered_map<std::string, std::uint64_t> last;
-  for (const auto& ev : batch) {
-    auto i = last.find(ev.room);
+  auto last_of = [&](const std::string& room) -> std::uint64_t& {
+    auto i = last.find(room);
     if (i == last.end()) {
-      auto r = rooms_.find(ev.room);
+      auto r = rooms_.find(room);
       auto start = r == rooms_.end() ? std::uint64_t{0} : r->second.pos.offset;
-      i = last.emplace(ev.room, start).first;
+      i = last.emplace(room, start).first;
     }
-    if (ev.offset != i->second + 1)
+    return i->second;
+  };
+  for (const auto& ev : batch) {
+    auto& room_last = last_of(ev.room);
+    if (ev.offset != room_last + 1)
       return error_info{"OFFSET_CONFLICT",
                         "offset " + std::to_string(ev.offset) +
                             " does not follow last offset " +
-                            std::to_string(i->second) + " of room " + ev.room};
-    i->second = ev.offset;
+                            std::to_string(room_last) + " of room " + ev.room};
+    room_last = ev.offset;
+  }
+  // Snapshot offsets as they would be after the earlier updates of this call.
+  std::unordered_map<std::string, std::uint64_t> snap_at;
+  for (const auto& up : snapshots) {
+    auto room_last = last_of(up.room);
+    if (up.offset > room_last)
+      return error_info{"OFFSET_CONFLICT",
+                        "snapshot offset " + std::to_string(up.offset) +
+                            " is past last offset " +
+                            std::to_string(room_last) + " of room " + up.room};
+    auto i = snap_at.find(up.room);
+    if (i == snap_at.end()) {
+      auto r = rooms_.find(up.room);
+      if (r != rooms_.end() && r->second.snap)
+        i = snap_at.emplace(up.room, r->second.snap->offset).first;
+    }
+    if (i != snap_at.end() && up.offset < i->second)
+      return error_info{"SNAPSHOT_STALE",
+                        "snapshot offset " + std::to_string(up.offset) +
+                            " is older than stored snapshot offset " +
+                            std::to_string(i->second) + " of room " + up.room};
+    snap_at[up.room] = up.offset;
   }
   for (const auto& ev : batch) {
     auto& st = get(ev.room);
     st.events.emplace(ev.offset, ev);
     st.pos.offset = ev.offset;
   }
+  for (const auto& up : snapshots)
+    get(up.room).snap = snapshot{up.offset, up.state};
   return true;
 }
 
@@ -113,6 +143,36 @@ memory_store::first_offset(const std::string& room) {
   if (r == rooms_.end() || r->second.events.empty())
     return none;
   return std::optional<std::uint64_t>{r->second.events.begin()->first};
+}
+
+result<std::optional<snapshot>>
+memory_store::get_snapshot(const std::string& room) {
+  auto r = rooms_.find(room);
+  if (r == rooms_.end())
+    return std::optional<snapshot>{};
+  return r->second.snap;
+}
+
+result<bool> memory_store::create_operation(const operation_record& op) {
+  auto i = operations_.find(op.id);
+  if (i == operations_.end()) {
+    operations_.emplace(op.id, op);
+    return true;
+  }
+  const auto& have = i->second;
+  if (have.kind != op.kind || have.owner != op.owner ||
+      have.meta_json != op.meta_json)
+    return error_info{"OPERATION_EXISTS",
+                      "operation " + op.id + " exists with other attributes"};
+  return false;
+}
+
+result<std::optional<operation_record>>
+memory_store::get_operation(const std::string& id) {
+  auto i = operations_.find(id);
+  if (i == operations_.end())
+    return std::optional<operation_record>{};
+  return std::optional<operation_record>{i->second};
 }
 
 } // namespace tidings::persistence

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace tidings::persistence {
@@ -15,8 +16,11 @@ public:
   /// `make_epoch` creates new epochs (tests pass a deterministic one).
   explicit memory_store(std::function<std::string()> make_epoch = {});
 
+  using history_store::append;
+
   result<room_position> position(const std::string& room) override;
-  result<bool> append(const std::vector<stored_event>& batch) override;
+  result<bool> append(const std::vector<stored_event>& batch,
+                      const std::vector<snapshot_update>& snapshots) override;
   result<std::vector<stored_event>>
   read_since(const std::string& room, std::uint64_t after,
              std::size_t limit) override;
@@ -27,16 +31,23 @@ public:
                            std::int64_t min_timestamp_ms) override;
   result<std::optional<std::uint64_t>>
   first_offset(const std::string& room) override;
+  result<std::optional<snapshot>>
+  get_snapshot(const std::string& room) override;
+  result<bool> create_operation(const operation_record& op) override;
+  result<std::optional<operation_record>>
+  get_operation(const std::string& id) override;
 
 private:
   struct room_state {
     room_position pos;
     std::map<std::uint64_t, stored_event> events;
+    std::optional<snapshot> snap;
   };
   room_state& get(const std::string& room);
 
   std::function<std::string()> make_epoch_;
   std::map<std::string, room_state> rooms_;
+  std::map<std::string, operation_record> operations_;
   std::uint64_t epochs_made_ = 0;
 };
 

@@ -51,6 +51,25 @@ CREATE TABLE meta(
 ) WITHOUT ROWID;
 PRAGMA user_version = 1;
 )sql",
+    // v2: operation snapshots and the operations registry. Rowid tables:
+    // states and metadata are JSON documents that may be far larger than
+    // the small rows WITHOUT ROWID suits. NOT NULL on the keys because a
+    // rowid table's TEXT PRIMARY KEY would otherwise accept NULL.
+    R"sql(
+CREATE TABLE snapshots(
+  room TEXT PRIMARY KEY NOT NULL,
+  offset INTEGER NOT NULL,
+  state TEXT NOT NULL
+);
+CREATE TABLE operations(
+  id TEXT PRIMARY KEY NOT NULL,
+  kind TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  meta TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
+PRAGMA user_version = 2;
+)sql",
 };
 
 constexpr int known_version = static_cast<int>(std::size(migrations));
@@ -184,6 +203,7 @@ struct sqlite_store::impl {
   statement event_insert, read_since, find_publish_id, first_offset;
   statement trim_count_cut, trim_age_cut, trim_delete;
   statement meta_get, meta_set;
+  statement snapshot_get, snapshot_set, operation_get, operation_insert;
 
   sqlite3* db() const { return conn.db; }
 
@@ -238,7 +258,18 @@ struct sqlite_store::impl {
            prepare(meta_get, "SELECT value FROM meta WHERE key = ?1") &&
            prepare(meta_set, "INSERT INTO meta(key, value) VALUES(?1, ?2)"
                              " ON CONFLICT(key) DO UPDATE"
-                             " SET value = excluded.value");
+                             " SET value = excluded.value") &&
+           prepare(snapshot_get,
+                   "SELECT offset, state FROM snapshots WHERE room = ?1") &&
+           prepare(snapshot_set, "INSERT INTO snapshots(room, offset, state)"
+                                 " VALUES(?1, ?2, ?3) ON CONFLICT(room)"
+                                 " DO UPDATE SET offset = excluded.offset,"
+                                 " state = excluded.state") &&
+           prepare(operation_get, "SELECT kind, owner, meta, created_ms"
+                                  " FROM operations WHERE id = ?1") &&
+           prepare(operation_insert,
+                   "INSERT INTO operations(id, kind, owner, meta, created_ms)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5)");
   }
 
   bool step_done(statement& st) {
@@ -294,6 +325,43 @@ struct sqlite_store::impl {
           u.col_text(0), static_cast<std::uint64_t>(u.col_i64(1))}};
     case SQLITE_DONE:
       return std::optional<room_position>{};
+    default:
+      return store_error(db());
+    }
+  }
+
+  result<std::optional<snapshot>> find_snapshot(const std::string& room) {
+    use u(snapshot_get);
+    if (!u.text(1, room).bound())
+      return store_error(db());
+    switch (u.step()) {
+    case SQLITE_ROW:
+      return std::optional<snapshot>{
+          snapshot{static_cast<std::uint64_t>(u.col_i64(0)), u.col_text(1)}};
+    case SQLITE_DONE:
+      return std::optional<snapshot>{};
+    default:
+      return store_error(db());
+    }
+  }
+
+  result<std::optional<operation_record>>
+  find_operation(const std::string& id) {
+    use u(operation_get);
+    if (!u.text(1, id).bound())
+      return store_error(db());
+    switch (u.step()) {
+    case SQLITE_ROW: {
+      operation_record op;
+      op.id = id;
+      op.kind = u.col_text(0);
+      op.owner = u.col_text(1);
+      op.meta_json = u.col_text(2);
+      op.created_ms = u.col_i64(3);
+      return std::optional<operation_record>{std::move(op)};
+    }
+    case SQLITE_DONE:
+      return std::optional<operation_record>{};
     default:
       return store_error(db());
     }
@@ -476,37 +544,46 @@ result<room_position> sqlite_store::position(const std::string& room) {
   return impl_->create_room(room);
 }
 
-result<bool> sqlite_store::append(const std::vector<stored_event>& batch) {
+result<bool>
+sqlite_store::append(const std::vector<stored_event>& batch,
+                     const std::vector<snapshot_update>& snapshots) {
   auto& d = *impl_;
-  if (batch.empty())
+  if (batch.empty() && snapshots.empty())
     return true;
   impl::transaction tx(d);
   if (!tx.begin())
     return store_error(d.db());
-  // Last offset per room touched by this batch, as it grows.
+  // Last offset per room touched by this batch, as it grows. Creates the
+  // room (inside the transaction) when it has no row yet.
   std::unordered_map<std::string, std::uint64_t> last;
-  for (const auto& ev : batch) {
-    auto i = last.find(ev.room);
+  auto last_of = [&](const std::string& room) -> result<std::uint64_t*> {
+    auto i = last.find(room);
     if (i == last.end()) {
-      auto found = d.find_room(ev.room);
+      auto found = d.find_room(room);
       if (!found)
         return found.error();
       std::uint64_t start = 0;
       if (found->has_value()) {
         start = (*found)->offset;
       } else {
-        auto created = d.create_room(ev.room);
+        auto created = d.create_room(room);
         if (!created)
           return created.error();
       }
-      i = last.emplace(ev.room, start).first;
+      i = last.emplace(room, start).first;
     }
-    if (ev.offset != i->second + 1 ||
-        ev.offset > static_cast<std::uint64_t>(max_i64))
+    return &i->second;
+  };
+  for (const auto& ev : batch) {
+    auto room_last = last_of(ev.room);
+    if (!room_last)
+      return room_last.error();
+    auto& at = **room_last;
+    if (ev.offset != at + 1 || ev.offset > static_cast<std::uint64_t>(max_i64))
       return error_info{"OFFSET_CONFLICT",
                         "offset " + std::to_string(ev.offset) +
                             " does not follow last offset " +
-                            std::to_string(i->second) + " of room " + ev.room};
+                            std::to_string(at) + " of room " + ev.room};
     use u(d.event_insert);
     u.text(1, ev.room)
         .i64(2, static_cast<std::int64_t>(ev.offset))
@@ -517,12 +594,40 @@ result<bool> sqlite_store::append(const std::vector<stored_event>& batch) {
         .text(7, ev.publish_id);
     if (!u.bound() || u.step() != SQLITE_DONE)
       return store_error(d.db());
-    i->second = ev.offset;
+    at = ev.offset;
   }
   for (const auto& [room, offset] : last) {
     use u(d.room_set_offset);
     if (!u.text(1, room).i64(2, static_cast<std::int64_t>(offset)).bound() ||
         u.step() != SQLITE_DONE)
+      return store_error(d.db());
+  }
+  // Checked against the rows written above: this transaction sees its own
+  // writes, including earlier snapshots of this call.
+  for (const auto& up : snapshots) {
+    auto room_last = last_of(up.room);
+    if (!room_last)
+      return room_last.error();
+    auto at = **room_last;
+    if (up.offset > at)
+      return error_info{"OFFSET_CONFLICT",
+                        "snapshot offset " + std::to_string(up.offset) +
+                            " is past last offset " + std::to_string(at) +
+                            " of room " + up.room};
+    auto stored = d.find_snapshot(up.room);
+    if (!stored)
+      return stored.error();
+    if (stored->has_value() && up.offset < (*stored)->offset)
+      return error_info{"SNAPSHOT_STALE",
+                        "snapshot offset " + std::to_string(up.offset) +
+                            " is older than stored snapshot offset " +
+                            std::to_string((*stored)->offset) + " of room " +
+                            up.room};
+    use u(d.snapshot_set);
+    u.text(1, up.room)
+        .i64(2, static_cast<std::int64_t>(up.offset))
+        .text(3, up.state);
+    if (!u.bound() || u.step() != SQLITE_DONE)
       return store_error(d.db());
   }
   if (!tx.commit())
@@ -630,6 +735,47 @@ sqlite_store::first_offset(const std::string& room) {
   if (u.col_null(0))
     return std::optional<std::uint64_t>{};
   return std::optional<std::uint64_t>{static_cast<std::uint64_t>(u.col_i64(0))};
+}
+
+result<std::optional<snapshot>>
+sqlite_store::get_snapshot(const std::string& room) {
+  return impl_->find_snapshot(room);
+}
+
+result<bool> sqlite_store::create_operation(const operation_record& op) {
+  auto& d = *impl_;
+  impl::transaction tx(d);
+  if (!tx.begin())
+    return store_error(d.db());
+  auto found = d.find_operation(op.id);
+  if (!found)
+    return found.error();
+  if (found->has_value()) {
+    const auto& have = **found;
+    if (have.kind != op.kind || have.owner != op.owner ||
+        have.meta_json != op.meta_json)
+      return error_info{"OPERATION_EXISTS",
+                        "operation " + op.id + " exists with other attributes"};
+    return false; // the transaction rolls back: nothing was written
+  }
+  {
+    use u(d.operation_insert);
+    u.text(1, op.id)
+        .text(2, op.kind)
+        .text(3, op.owner)
+        .text(4, op.meta_json)
+        .i64(5, op.created_ms);
+    if (!u.bound() || u.step() != SQLITE_DONE)
+      return store_error(d.db());
+  }
+  if (!tx.commit())
+    return store_error(d.db());
+  return true;
+}
+
+result<std::optional<operation_record>>
+sqlite_store::get_operation(const std::string& id) {
+  return impl_->find_operation(id);
 }
 
 } // namespace tidings::persistence

@@ -34,8 +34,11 @@ public:
   /// False when the previous process did not close the store cleanly.
   bool opened_clean() const;
 
+  using history_store::append;
+
   result<room_position> position(const std::string& room) override;
-  result<bool> append(const std::vector<stored_event>& batch) override;
+  result<bool> append(const std::vector<stored_event>& batch,
+                      const std::vector<snapshot_update>& snapshots) override;
   result<std::vector<stored_event>>
   read_since(const std::string& room, std::uint64_t after,
              std::size_t limit) override;
@@ -46,6 +49,11 @@ public:
                            std::int64_t min_timestamp_ms) override;
   result<std::optional<std::uint64_t>>
   first_offset(const std::string& room) override;
+  result<std::optional<snapshot>>
+  get_snapshot(const std::string& room) override;
+  result<bool> create_operation(const operation_record& op) override;
+  result<std::optional<operation_record>>
+  get_operation(const std::string& id) override;
 
 private:
   sqlite_store();

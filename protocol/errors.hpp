@@ -18,6 +18,8 @@ enum class error_code : std::uint8_t {
   invalid_room,
   access_denied,
   not_subscribed,
+  operation_not_found,
+  operation_exists,
   too_many_subscriptions,
   rate_limited,
   already_authenticated,

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
+
 namespace tidings::protocol {
 
 namespace {
@@ -42,21 +44,11 @@ bool reserved_event_type(std::string_view type) {
   return false;
 }
 
-std::variant<publish_request, request_error>
-parse_publish_request(std::string_view body) {
-  auto msg = json::parse(body.begin(), body.end(), nullptr, false);
-  if (msg.is_discarded())
-    return bad(error_code::invalid_json, "body is not valid JSON");
-  if (!msg.is_object())
-    return bad(error_code::invalid_message, "body must be a JSON object");
-  publish_request out;
-  auto room = msg.find("room_id");
-  if (room == msg.end() || !room->is_string())
-    return bad(error_code::missing_field, "room_id (string) is required");
-  auto parsed = parse_room_id(room->get_ref<const std::string&>());
-  if (!parsed)
-    return bad(error_code::invalid_room, "room_id must be kind:id");
-  out.room = std::move(*parsed);
+namespace {
+
+/// Everything of a publish body but the room.
+std::optional<request_error> read_event_fields(const json& msg,
+                                               publish_request& out) {
   auto type = msg.find("type");
   if (type == msg.end() || !type->is_string()
       || type->get_ref<const std::string&>().empty())
@@ -88,6 +80,79 @@ parse_publish_request(std::string_view body) {
       return bad(error_code::invalid_message,
                  "publish_id: at most 128 bytes");
   }
+  return std::nullopt;
+}
+
+std::variant<json, request_error> parse_object(std::string_view body) {
+  auto msg = json::parse(body.begin(), body.end(), nullptr, false);
+  if (msg.is_discarded())
+    return bad(error_code::invalid_json, "body is not valid JSON");
+  if (!msg.is_object())
+    return bad(error_code::invalid_message, "body must be a JSON object");
+  return msg;
+}
+
+} // namespace
+
+std::variant<publish_request, request_error>
+parse_publish_request(std::string_view body) {
+  auto parsed = parse_object(body);
+  if (auto* err = std::get_if<request_error>(&parsed))
+    return *err;
+  auto& msg = std::get<json>(parsed);
+  publish_request out;
+  auto room = msg.find("room_id");
+  if (room == msg.end() || !room->is_string())
+    return bad(error_code::missing_field, "room_id (string) is required");
+  auto r = parse_room_id(room->get_ref<const std::string&>());
+  if (!r)
+    return bad(error_code::invalid_room, "room_id must be kind:id");
+  out.room = std::move(*r);
+  if (auto err = read_event_fields(msg, out))
+    return *err;
+  return out;
+}
+
+std::variant<publish_request, request_error>
+parse_operation_event(std::string_view body, const room_id& room) {
+  auto parsed = parse_object(body);
+  if (auto* err = std::get_if<request_error>(&parsed))
+    return *err;
+  publish_request out;
+  out.room = room;
+  if (auto err = read_event_fields(std::get<json>(parsed), out))
+    return *err;
+  return out;
+}
+
+std::variant<operation_create, request_error>
+parse_operation_create(std::string_view body) {
+  auto parsed = parse_object(body);
+  if (auto* err = std::get_if<request_error>(&parsed))
+    return *err;
+  auto& msg = std::get<json>(parsed);
+  auto text = [&](const char* key) -> const std::string* {
+    auto i = msg.find(key);
+    if (i == msg.end() || !i->is_string()
+        || i->get_ref<const std::string&>().empty())
+      return nullptr;
+    return &i->get_ref<const std::string&>();
+  };
+  auto id = text("id");
+  auto kind = text("kind");
+  auto owner = text("owner");
+  if (!id || !kind || !owner)
+    return bad(error_code::missing_field,
+               "id, kind and owner (non-empty strings) are required");
+  if (owner->size() > 128)
+    return bad(error_code::invalid_message, "owner: at most 128 bytes");
+  auto room = room_id::make(*kind, *id);
+  if (!room)
+    return bad(error_code::invalid_room,
+               "kind:id must form a valid room id");
+  operation_create out{std::move(*room), *id, *kind, *owner, "{}"};
+  if (auto meta = msg.find("meta"); meta != msg.end() && !meta->is_null())
+    out.meta = meta->dump();
   return out;
 }
 

@@ -36,6 +36,23 @@ bool reserved_event_type(std::string_view type);
 std::variant<publish_request, request_error>
 parse_publish_request(std::string_view body);
 
+/// The body of `POST /api/v1/operations/{id}/events`: a publish body
+/// without `room_id` (the operation's room is used).
+std::variant<publish_request, request_error>
+parse_operation_event(std::string_view body, const room_id& room);
+
+/// The body of `POST /api/v1/operations`.
+struct operation_create {
+  room_id room;         // `<kind>:<id>`
+  std::string id;
+  std::string kind;
+  std::string owner;
+  std::string meta;     // compact JSON, `{}` when absent
+};
+
+std::variant<operation_create, request_error>
+parse_operation_create(std::string_view body);
+
 /// {"error_code":…,"message":…,"detail"?:…}, for HTTP error bodies.
 std::string encode_http_error(error_code code, std::string_view detail = {});
 

@@ -22,6 +22,7 @@ using json = nlohmann::json;
 namespace {
 
 const std::string secret = "actor-test-secret-0123456789abcdef";
+using kind_registry_t = actors::kind_registry;
 
 class recording_sink : public transport::frame_sink {
 public:
@@ -108,6 +109,9 @@ struct fixture {
     actors::room_config rc;
     rc.idle_timeout = room_idle;
     rc.replay_limit = 50;
+    auto room_kinds = std::make_shared<kind_registry_t>();
+    room_kinds->add_operation_kind("index");
+    rc.kinds = room_kinds;
     directory = actors::spawn_room_directory(*sys, writer, node, rc);
     actors::connection_config cc;
     cc.key = std::make_shared<const protocol::jwt_key>(
@@ -118,6 +122,9 @@ struct fixture {
     actors::gateway_config gc;
     gc.conn = std::make_shared<const actors::connection_config>(cc);
     gc.api_key = api_key;
+    auto kinds = std::make_shared<kind_registry_t>();
+    kinds->add_operation_kind("index");
+    gc.kinds = kinds;
     gw = std::make_shared<actors::gateway>(*sys, directory, writer, node, gc);
     run();
   }
@@ -672,4 +679,108 @@ TEST_CASE("retention trims per kind; a resume into it is not recovered",
   f.run();
   CHECK(confirmation(*d.sink, "kept:k")["recovered"] == true);
   CHECK(room_frames(*d.sink, "kept:k").size() == 3);
+}
+
+TEST_CASE("operations: created, folded, current_state first, hand-over",
+          "[actors]") {
+  fixture f;
+  auto key = "Bearer " + f.api_key;
+  // Subscribing or publishing before it exists is an error, not a room.
+  auto early = f.connect(f.token("alice", {"index:*"}));
+  early.send(R"({"type":"subscribe","room_id":"index:op1"})");
+  f.run();
+  REQUIRE(early.sink->of_type("error").size() == 1);
+  CHECK(early.sink->of_type("error")[0]["error_code"] == "OPERATION_NOT_FOUND");
+  CHECK(f.http("POST", "/api/v1/operations/op1/events", key,
+               R"({"type":"progress","data":{}})")
+          .status
+        == 404);
+  CHECK(f.http("POST", "/api/v1/publish", key,
+               R"({"room_id":"index:op1","type":"t","data":1})")
+          .status
+        == 404);
+
+  auto created = f.http("POST", "/api/v1/operations", key,
+                        R"({"id":"op1","kind":"index","owner":"alice","meta":{"path":"/d"}})");
+  REQUIRE(created.status == 201);
+  auto c = json::parse(created.body);
+  CHECK(c["room_id"] == "index:op1");
+  CHECK(c["state"]["status"] == "pending");
+  CHECK(c["state"]["meta"]["path"] == "/d");
+  CHECK(f.http("POST", "/api/v1/operations", key,
+               R"({"id":"op1","kind":"index","owner":"alice","meta":{"path":"/d"}})")
+          .status
+        == 201); // idempotent
+  CHECK(f.http("POST", "/api/v1/operations", key,
+               R"({"id":"op1","kind":"index","owner":"bob"})")
+          .status
+        == 409);
+  CHECK(f.http("POST", "/api/v1/operations", key,
+               R"({"id":"x","kind":"execution","owner":"a"})")
+          .status
+        == 400);
+
+  auto ev = [&](const std::string& type, const std::string& data) {
+    auto r = f.http("POST", "/api/v1/operations/op1/events", key,
+                    R"({"type":")" + type + R"(","data":)" + data + "}");
+    REQUIRE(r.status == 200);
+    return json::parse(r.body)["offset"].get<std::uint64_t>();
+  };
+  CHECK(ev("operation_started", R"({"total_files":4})") == 1);
+  CHECK(ev("file_processing", R"({"processed_files":1,"total_files":4,"current_file":"/a"})") == 2);
+
+  // A late subscriber: confirmation, then current_state at offset 2.
+  auto late = f.connect(f.token("bob", {"index:*"}));
+  late.send(R"({"type":"subscribe","room_id":"index:op1"})");
+  f.run();
+  auto frames = room_frames(*late.sink, "index:op1");
+  REQUIRE(frames.size() == 1);
+  CHECK(frames[0]["type"] == "current_state");
+  CHECK(frames[0]["offset"] == 2);
+  CHECK(frames[0]["data"]["progress"]["completed"] == 1);
+
+  ev("file_processing", R"({"processed_files":3,"total_files":4})");
+  ev("operation_completed", R"({"status":"completed","result":{"files":4}})");
+  // Hand-over: current_state then the stream reproduces the final state.
+  protocol::default_reducer r;
+  auto all = room_frames(*late.sink, "index:op1");
+  REQUIRE(all.size() == 3);
+  std::string state = all[0]["data"].dump();
+  std::uint64_t at = all[0]["offset"];
+  for (std::size_t i = 1; i < all.size(); ++i) {
+    CHECK(all[i]["offset"] == ++at);
+    protocol::publication pub;
+    pub.room = *protocol::parse_room_id("index:op1");
+    pub.type = all[i]["type"];
+    pub.data = all[i]["data"].dump();
+    pub.offset = all[i]["offset"];
+    // The server folds with its own event timestamp.
+    pub.timestamp_ms = f.store->read_since("index:op1", pub.offset - 1, 1)
+                         ->front()
+                         .timestamp_ms;
+    state = r.apply(state, pub);
+  }
+  auto got = f.http("GET", "/api/v1/operations/op1", key);
+  REQUIRE(got.status == 200);
+  auto g = json::parse(got.body);
+  CHECK(g["offset"] == 4);
+  CHECK(g["state"]["status"] == "completed");
+  CHECK(g["state"]["terminal"] == true);
+  CHECK(json::parse(state) == g["state"]);
+  // The snapshot is stored with the events.
+  auto snap = f.store->get_snapshot("index:op1");
+  REQUIRE(snap);
+  REQUIRE(*snap);
+  CHECK((*snap)->offset == 4);
+  CHECK(json::parse((*snap)->state) == g["state"]);
+  // GET with a JWT: the owner, or the room's ACL.
+  CHECK(f.http("GET", "/api/v1/operations/op1",
+               "Bearer " + f.token("alice", {}))
+          .status
+        == 200);
+  CHECK(f.http("GET", "/api/v1/operations/op1",
+               "Bearer " + f.token("eve", {}))
+          .status
+        == 403);
+  CHECK(f.http("GET", "/api/v1/operations/nope", key).status == 404);
 }

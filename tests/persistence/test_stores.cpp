@@ -698,3 +698,477 @@ TEST_CASE("sqlite open errors are values", "[persistence]") {
   CHECK(r.error().code == "STORE");
   CHECK_FALSE(r.error().message.empty());
 }
+
+// --- snapshots and operations, every implementation -------------------------
+
+namespace {
+
+std::optional<snapshot> snap_of(history_store& store, const std::string& room) {
+  auto r = store.get_snapshot(room);
+  INFO((r ? std::string{} : r.error().code + ": " + r.error().message));
+  REQUIRE(r);
+  return *r;
+}
+
+void require_snapshot(history_store& store, const std::string& room,
+                      std::uint64_t offset, const std::string& state) {
+  auto s = snap_of(store, room);
+  INFO("room " << room);
+  REQUIRE(s);
+  CHECK(s->offset == offset);
+  CHECK(s->state == state);
+}
+
+std::string code_of(const result<bool>& r) {
+  return r ? std::string{"ok"} : r.error().code;
+}
+
+operation_record op(const std::string& id, std::int64_t created_ms = 1000) {
+  operation_record o;
+  o.id = id;
+  o.kind = "pipeline";
+  o.owner = "user-1";
+  o.meta_json = R"({"name":"build \"é\"","n":[1,2]})";
+  o.created_ms = created_ms;
+  return o;
+}
+
+void require_same(const operation_record& a, const operation_record& b) {
+  CHECK(a.id == b.id);
+  CHECK(a.kind == b.kind);
+  CHECK(a.owner == b.owner);
+  CHECK(a.meta_json == b.meta_json);
+  CHECK(a.created_ms == b.created_ms);
+}
+
+std::optional<operation_record> op_of(history_store& store,
+                                      const std::string& id) {
+  auto r = store.get_operation(id);
+  INFO((r ? std::string{} : r.error().code + ": " + r.error().message));
+  REQUIRE(r);
+  return *r;
+}
+
+} // namespace
+
+STORE_TEST("snapshot put, get and overwrite") {
+  TestType fx;
+  auto store = fx.make();
+  CHECK_FALSE(snap_of(*store, "job:a"));
+  REQUIRE(store->append({ev("job:a", 1), ev("job:a", 2), ev("job:a", 3)}));
+  CHECK_FALSE(snap_of(*store, "job:a")); // events alone make no snapshot
+
+  REQUIRE(store->put_snapshot("job:a", 2, R"({"status":"running"})"));
+  require_snapshot(*store, "job:a", 2, R"({"status":"running"})");
+
+  SECTION("a later offset replaces it") {
+    REQUIRE(store->put_snapshot("job:a", 3, R"({"status":"done"})"));
+    require_snapshot(*store, "job:a", 3, R"({"status":"done"})");
+  }
+  SECTION("the same offset replaces the state") {
+    REQUIRE(store->put_snapshot("job:a", 2, R"({"status":"x \"é\""})"));
+    require_snapshot(*store, "job:a", 2, R"({"status":"x \"é\""})");
+  }
+  SECTION("other rooms have their own") {
+    CHECK_FALSE(snap_of(*store, "job:b"));
+    REQUIRE(store->append({ev("job:b", 1)}));
+    REQUIRE(store->put_snapshot("job:b", 1, "{}"));
+    require_snapshot(*store, "job:b", 1, "{}");
+    require_snapshot(*store, "job:a", 2, R"({"status":"running"})");
+  }
+  SECTION("a room without events takes a snapshot at offset 0 only") {
+    CHECK(code_of(store->put_snapshot("job:new", 1, "{}")) ==
+          "OFFSET_CONFLICT");
+    CHECK_FALSE(snap_of(*store, "job:new"));
+    REQUIRE(store->put_snapshot("job:new", 0, R"({"status":"pending"})"));
+    require_snapshot(*store, "job:new", 0, R"({"status":"pending"})");
+    auto pos = store->position("job:new");
+    REQUIRE(pos);
+    CHECK(pos->offset == 0);
+    REQUIRE(store->append({ev("job:new", 1)}));
+    REQUIRE(store->put_snapshot("job:new", 1, R"({"status":"running"})"));
+    require_snapshot(*store, "job:new", 1, R"({"status":"running"})");
+  }
+}
+
+STORE_TEST("snapshot offsets never go back nor past the last event") {
+  TestType fx;
+  auto store = fx.make();
+  REQUIRE(store->append({ev("job:a", 1), ev("job:a", 2), ev("job:a", 3),
+                         ev("job:a", 4), ev("job:a", 5)}));
+  REQUIRE(store->put_snapshot("job:a", 4, "s4"));
+
+  SECTION("stale") {
+    CHECK(code_of(store->put_snapshot("job:a", 3, "s3")) == "SNAPSHOT_STALE");
+    CHECK(code_of(store->put_snapshot("job:a", 0, "s0")) == "SNAPSHOT_STALE");
+  }
+  SECTION("past the last offset") {
+    CHECK(code_of(store->put_snapshot("job:a", 6, "s6")) == "OFFSET_CONFLICT");
+    CHECK(code_of(store->put_snapshot("job:a", u64_max, "s")) ==
+          "OFFSET_CONFLICT");
+  }
+  require_snapshot(*store, "job:a", 4, "s4");
+  // Refusals leave the store usable.
+  REQUIRE(store->put_snapshot("job:a", 5, "s5"));
+  require_snapshot(*store, "job:a", 5, "s5");
+  auto pos = store->position("job:a");
+  REQUIRE(pos);
+  CHECK(pos->offset == 5);
+}
+
+STORE_TEST("append with snapshots commits events and snapshots together") {
+  TestType fx;
+  auto store = fx.make();
+  REQUIRE(
+      store->append({ev("job:a", 1), ev("job:a", 2)}, {{"job:a", 2, "s2"}}));
+  require_snapshot(*store, "job:a", 2, "s2");
+  auto before = store->position("job:a");
+  REQUIRE(before);
+
+  auto stored = [&](const char* room) {
+    auto r = store->read_since(room, 0, 100);
+    REQUIRE(r);
+    return offsets(*r);
+  };
+
+  SECTION("a snapshot may name events of the same batch, in a new room") {
+    REQUIRE(store->append({ev("job:b", 1), ev("job:a", 3), ev("job:b", 2)},
+                          {{"job:b", 2, "b2"}, {"job:a", 3, "s3"}}));
+    require_snapshot(*store, "job:a", 3, "s3");
+    require_snapshot(*store, "job:b", 2, "b2");
+    CHECK(stored("job:b") == offs{1, 2});
+  }
+  SECTION("snapshots alone") {
+    REQUIRE(store->append({}, {{"job:a", 2, "again"}}));
+    require_snapshot(*store, "job:a", 2, "again");
+  }
+  SECTION("several for one room: the last one stays") {
+    REQUIRE(store->append({ev("job:a", 3), ev("job:a", 4)},
+                          {{"job:a", 3, "s3"}, {"job:a", 4, "s4"}}));
+    require_snapshot(*store, "job:a", 4, "s4");
+  }
+
+  SECTION("refused batches store nothing") {
+    std::vector<stored_event> events;
+    std::vector<snapshot_update> snaps;
+    std::string code;
+    SECTION("a conflicting event") {
+      events = {ev("job:a", 3), ev("job:a", 5)};
+      snaps = {{"job:a", 3, "new"}};
+      code = "OFFSET_CONFLICT";
+    }
+    SECTION("a conflicting event in another room") {
+      events = {ev("job:a", 3), ev("job:b", 2)};
+      snaps = {{"job:a", 3, "new"}, {"job:b", 0, "b0"}};
+      code = "OFFSET_CONFLICT";
+    }
+    SECTION("a stale snapshot") {
+      events = {ev("job:a", 3)};
+      snaps = {{"job:a", 1, "old"}};
+      code = "SNAPSHOT_STALE";
+    }
+    SECTION("a snapshot past the batch") {
+      events = {ev("job:a", 3)};
+      snaps = {{"job:a", 4, "new"}};
+      code = "OFFSET_CONFLICT";
+    }
+    SECTION("a bad snapshot after good ones") {
+      events = {ev("job:a", 3), ev("job:b", 1)};
+      snaps = {{"job:a", 3, "new"}, {"job:b", 1, "b1"}, {"job:c", 1, "c1"}};
+      code = "OFFSET_CONFLICT";
+    }
+    SECTION("going back within one call") {
+      events = {ev("job:a", 3), ev("job:a", 4)};
+      snaps = {{"job:a", 4, "s4"}, {"job:a", 3, "s3"}};
+      code = "SNAPSHOT_STALE";
+    }
+    INFO("expected " << code);
+    CHECK(code_of(store->append(events, snaps)) == code);
+    CHECK(stored("job:a") == offs{1, 2});
+    CHECK(stored("job:b").empty());
+    require_snapshot(*store, "job:a", 2, "s2");
+    CHECK_FALSE(snap_of(*store, "job:b"));
+    CHECK_FALSE(snap_of(*store, "job:c"));
+    auto after = store->position("job:a");
+    REQUIRE(after);
+    CHECK(after->offset == 2);
+    CHECK(after->epoch == before->epoch);
+    auto b = store->position("job:b");
+    REQUIRE(b);
+    CHECK(b->offset == 0);
+
+    // No transaction left open.
+    REQUIRE(store->append({ev("job:a", 3)}, {{"job:a", 3, "s3"}}));
+    CHECK(stored("job:a") == offs{1, 2, 3});
+    require_snapshot(*store, "job:a", 3, "s3");
+  }
+}
+
+STORE_TEST("trim never deletes a snapshot") {
+  TestType fx;
+  auto store = fx.make();
+  std::vector<stored_event> batch;
+  for (std::uint64_t i = 1; i <= 10; ++i)
+    batch.push_back(ev("job:a", i, static_cast<std::int64_t>(i) * 1000));
+  REQUIRE(store->append(batch, {{"job:a", 10, "s10"}}));
+
+  SECTION("by count") {
+    auto n = store->trim("job:a", 0, 0);
+    REQUIRE(n);
+    CHECK(*n == 10);
+  }
+  SECTION("by age") {
+    auto n = store->trim("job:a", u64_max, 1000000);
+    REQUIRE(n);
+    CHECK(*n == 10);
+  }
+  require_snapshot(*store, "job:a", 10, "s10");
+  // The bound is the room's last offset, not the events still stored.
+  REQUIRE(store->put_snapshot("job:a", 10, "again"));
+  require_snapshot(*store, "job:a", 10, "again");
+  CHECK(code_of(store->put_snapshot("job:a", 11, "s11")) == "OFFSET_CONFLICT");
+}
+
+STORE_TEST("operations: create, get, idempotent create, conflict") {
+  TestType fx;
+  auto store = fx.make();
+  CHECK_FALSE(op_of(*store, "op-1"));
+
+  auto created = store->create_operation(op("op-1"));
+  REQUIRE(created);
+  CHECK(*created); // stored now
+  auto got = op_of(*store, "op-1");
+  REQUIRE(got);
+  require_same(*got, op("op-1"));
+
+  SECTION("an identical create is ok and keeps the first record") {
+    auto again = store->create_operation(op("op-1", 2000));
+    REQUIRE(again);
+    CHECK_FALSE(*again); // already there
+    auto still = op_of(*store, "op-1");
+    REQUIRE(still);
+    CHECK(still->created_ms == 1000);
+  }
+  SECTION("a different record under the same id is refused") {
+    auto other = op("op-1");
+    SECTION("kind") {
+      other.kind = "workflow";
+    }
+    SECTION("owner") {
+      other.owner = "user-2";
+    }
+    SECTION("meta") {
+      other.meta_json = "{}";
+    }
+    CHECK(code_of(store->create_operation(other)) == "OPERATION_EXISTS");
+    auto still = op_of(*store, "op-1");
+    REQUIRE(still);
+    require_same(*still, op("op-1"));
+    // No transaction left open.
+    REQUIRE(store->create_operation(op("op-2")));
+  }
+  SECTION("other ids are independent") {
+    auto two = op("op-2", 5);
+    two.meta_json = "";
+    REQUIRE(store->create_operation(two));
+    auto got2 = op_of(*store, "op-2");
+    REQUIRE(got2);
+    require_same(*got2, two);
+    auto got1 = op_of(*store, "op-1");
+    REQUIRE(got1);
+    require_same(*got1, op("op-1"));
+  }
+}
+
+// --- snapshots, operations and schema v2, SQLite only -----------------------
+
+TEST_CASE("sqlite snapshots and operations survive a restart",
+          "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  auto mode = GENERATE(durability::full, durability::normal);
+  {
+    auto store = open_sqlite(path, mode);
+    REQUIRE(
+        store->append({ev("job:a", 1), ev("job:a", 2)}, {{"job:a", 2, "a2"}}));
+    REQUIRE(store->append({ev("job:b", 1)}));
+    REQUIRE(store->put_snapshot("job:b", 1, "b1"));
+    REQUIRE(store->create_operation(op("op-1")));
+  }
+  auto store = open_sqlite(path, mode);
+  require_snapshot(*store, "job:a", 2, "a2");
+  require_snapshot(*store, "job:b", 1, "b1");
+  CHECK_FALSE(snap_of(*store, "job:c"));
+  auto got = op_of(*store, "op-1");
+  REQUIRE(got);
+  require_same(*got, op("op-1"));
+  // The stored ones still bound what comes next.
+  CHECK(code_of(store->put_snapshot("job:a", 1, "a1")) == "SNAPSHOT_STALE");
+  CHECK(code_of(store->create_operation(op("op-1"))) == "ok");
+  auto changed = op("op-1");
+  changed.owner = "user-2";
+  CHECK(code_of(store->create_operation(changed)) == "OPERATION_EXISTS");
+}
+
+TEST_CASE("sqlite keeps a snapshot with its events through a crash",
+          "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  REQUIRE(crash_after([&] {
+    auto r = sqlite_store::open(sqlite_options{path, durability::full});
+    if (!r ||
+        !(*r)->append({ev("job:a", 1), ev("job:a", 2)}, {{"job:a", 2, "a2"}}) ||
+        !(*r)->create_operation(op("op-1")))
+      ::_exit(1);
+    ::_exit(0); // before `r` goes out of scope and closes the store
+  }));
+  auto store = open_sqlite(path);
+  CHECK_FALSE(store->opened_clean());
+  require_snapshot(*store, "job:a", 2, "a2");
+  CHECK(store->position("job:a")->offset == 2);
+  auto got = op_of(*store, "op-1");
+  REQUIRE(got);
+  require_same(*got, op("op-1"));
+}
+
+namespace {
+
+// The v1 schema exactly as the v1 migration creates it. Frozen here on
+// purpose: migrations must upgrade files that earlier builds wrote.
+constexpr const char* v1_schema = R"sql(
+CREATE TABLE rooms(
+  room TEXT PRIMARY KEY NOT NULL,
+  epoch TEXT NOT NULL,
+  last_offset INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE events(
+  room TEXT NOT NULL,
+  offset INTEGER NOT NULL,
+  ts INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  event TEXT NOT NULL,
+  data TEXT NOT NULL,
+  publish_id TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(room, offset)
+) WITHOUT ROWID;
+CREATE INDEX events_publish_id ON events(room, publish_id)
+  WHERE publish_id != '';
+CREATE TABLE meta(
+  key TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+)sql";
+
+// A v1 file as a v1 build leaves it after a clean shutdown.
+void make_v1_file(const std::string& path) {
+  raw_db raw(path);
+  raw.exec("PRAGMA journal_mode=WAL");
+  raw.exec(v1_schema);
+  raw.exec(R"sql(
+INSERT INTO rooms VALUES('job:a', '00000000000000aa', 3),
+                        ('job:b', '00000000000000bb', 5),
+                        ('job:c', '00000000000000cc', 0);
+INSERT INTO events VALUES
+  ('job:a', 1, 100, 'progress', 'job:update', '{"n":1}', 'p1'),
+  ('job:a', 2, 200, 'progress', '', '{"n":2}', ''),
+  ('job:a', 3, 300, 'status', 'job:completed', '{"n":3}', 'p3'),
+  ('job:b', 5, 500, 'progress', '', '{"n":5}', '');
+INSERT INTO meta VALUES('clean', '1');
+)sql");
+}
+
+std::string count_tables(raw_db& raw, const char* table) {
+  std::string sql =
+      std::string("SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                  " AND name = '") +
+      table + "'";
+  return raw.text(sql.c_str());
+}
+
+} // namespace
+
+TEST_CASE("sqlite migrates a v1 file to v2 keeping its data", "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  make_v1_file(path);
+  {
+    raw_db raw(path);
+    REQUIRE(raw.text("PRAGMA user_version") == "1");
+    REQUIRE(count_tables(raw, "snapshots") == "0");
+  }
+  {
+    auto store = open_sqlite(path);
+    CHECK(store->schema_version() == 2);
+    CHECK(store->opened_clean());
+
+    auto a = store->position("job:a");
+    auto b = store->position("job:b");
+    auto c = store->position("job:c");
+    REQUIRE((a && b && c));
+    CHECK(a->epoch == "00000000000000aa");
+    CHECK(a->offset == 3);
+    CHECK(b->epoch == "00000000000000bb");
+    CHECK(b->offset == 5);
+    CHECK(c->epoch == "00000000000000cc");
+    CHECK(c->offset == 0);
+
+    auto ra = store->read_since("job:a", 0, 100);
+    REQUIRE(ra);
+    REQUIRE(offsets(*ra) == offs{1, 2, 3});
+    CHECK((*ra)[0].timestamp_ms == 100);
+    CHECK((*ra)[0].event == "job:update");
+    CHECK((*ra)[2].type == "status");
+    CHECK((*ra)[2].data == R"({"n":3})");
+    auto pid = store->find_publish_id("job:a", "p3");
+    REQUIRE(pid);
+    CHECK(*pid == std::optional<std::uint64_t>{3});
+    auto fb = store->first_offset("job:b");
+    REQUIRE(fb);
+    CHECK(*fb == std::optional<std::uint64_t>{5});
+
+    // Existing rooms start without a snapshot; the new tables work.
+    CHECK_FALSE(snap_of(*store, "job:a"));
+    CHECK(code_of(store->put_snapshot("job:a", 4, "s")) == "OFFSET_CONFLICT");
+    REQUIRE(store->append({ev("job:a", 4)}, {{"job:a", 4, "a4"}}));
+    REQUIRE(store->put_snapshot("job:b", 5, "b5"));
+    REQUIRE(store->create_operation(op("op-1")));
+  }
+  {
+    raw_db raw(path);
+    CHECK(raw.text("PRAGMA user_version") == "2");
+    CHECK(count_tables(raw, "snapshots") == "1");
+    CHECK(count_tables(raw, "operations") == "1");
+    CHECK(raw.text("SELECT count(*) FROM events") == "5");
+  }
+  // Reopening a v2 file runs nothing and keeps everything.
+  auto store = open_sqlite(path);
+  CHECK(store->schema_version() == 2);
+  CHECK(store->position("job:a")->offset == 4);
+  CHECK(store->position("job:a")->epoch == "00000000000000aa");
+  require_snapshot(*store, "job:a", 4, "a4");
+  require_snapshot(*store, "job:b", 5, "b5");
+  auto got = op_of(*store, "op-1");
+  REQUIRE(got);
+  require_same(*got, op("op-1"));
+}
+
+TEST_CASE("a failed v2 migration leaves the v1 file as it was",
+          "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  make_v1_file(path);
+  {
+    // Makes the second statement of the v2 step fail after the first ran.
+    raw_db raw(path);
+    raw.exec("CREATE TABLE operations(x)");
+  }
+  auto r = sqlite_store::open(sqlite_options{path, durability::full});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == "STORE");
+  raw_db raw(path);
+  CHECK(raw.text("PRAGMA user_version") == "1");
+  CHECK(count_tables(raw, "snapshots") == "0");
+  CHECK(raw.text("SELECT count(*) FROM events") == "4");
+  CHECK(raw.text("SELECT last_offset FROM rooms WHERE room = 'job:b'") == "5");
+}

@@ -1,0 +1,36 @@
+// The extension point for new room kinds: register an operation kind with
+// its own reducer before the node starts (see docs/extending.md). The
+// registry is immutable once the runtime has it, so every actor reads it
+// without locks.
+#pragma once
+
+#include "protocol/operation_state.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace tidings::actors {
+
+class kind_registry {
+public:
+  /// Rooms `<kind>:<id>` become operations: created through the API, with a
+  /// current state folded by `r` from their events and sent first to every
+  /// subscriber. Without `r`, the default reducer is used.
+  void add_operation_kind(std::string kind,
+                          std::shared_ptr<const protocol::reducer> r = {});
+
+  /// The reducer of an operation kind; nullptr for plain rooms.
+  const protocol::reducer* operation_reducer(std::string_view kind) const;
+
+  bool is_operation_kind(std::string_view kind) const {
+    return operation_reducer(kind) != nullptr;
+  }
+
+private:
+  std::map<std::string, std::shared_ptr<const protocol::reducer>, std::less<>>
+    operations_;
+};
+
+} // namespace tidings::actors
