@@ -1,6 +1,7 @@
 // `tidings serve`: one node. Reads options (flags, TIDINGS_* env, config
 // file), starts the actor runtime and the HTTP/WebSocket listener, and
 // stops both cleanly on SIGINT/SIGTERM.
+#include "actors/examples/checklist.hpp"
 #include "actors/runtime.hpp"
 #include "app/commands.hpp"
 #include "app/options.hpp"
@@ -72,7 +73,8 @@ void declare(options& o) {
   o.add("operation-kinds", "operation,job,index",
         "Room kinds that are operations (created by POST "
         "/api/v1/operations, with a current state sent first to "
-        "subscribers).");
+        "subscribers). `checklist` is always one (the example kind of "
+        "docs/extending.md).");
   o.add("room-idle-timeout", "30",
         "Seconds an empty, quiet room actor lives before it is retired.");
 }
@@ -204,6 +206,10 @@ result<built_config> build(const options& o) {
                                       + "' is not a room kind"};
       n.kinds.add_operation_kind(kind);
     }
+    // The example kind from docs/extending.md, with its own reducer.
+    n.kinds.add_operation_kind(
+      "checklist",
+      std::make_shared<const actors::examples::checklist_reducer>());
     n.actor_threads = static_cast<unsigned>(o.integer("actor-threads"));
     auto& s = b.server;
     s.host = o.str("host");
