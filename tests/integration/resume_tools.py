@@ -199,7 +199,6 @@ class ResumeClient:
             if abort_early:
                 s.aborted_early = True
                 s.close = "aborted before the reply"
-                ws.transport.abort()
                 return s
             deadline = time.monotonic() + timeout
             stop_at = None if duration is None else \
@@ -271,14 +270,25 @@ class ResumeClient:
             if s.close is None:
                 s.close = "abort" if abrupt else "close"
         finally:
-            if abrupt or s.close == "timeout":
-                ws.transport.abort()
-            else:
-                try:
-                    await asyncio.wait_for(ws.close(), 2)
-                except Exception:  # noqa: BLE001
-                    ws.transport.abort()
+            await self._close(ws, abrupt or s.close != "close")
         return s
+
+    @staticmethod
+    async def _close(ws, abrupt):
+        if not abrupt:
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+                return
+            except Exception:  # noqa: BLE001
+                pass
+        ws.transport.abort()
+        # Let the library's own tasks see the lost connection and finish.
+        try:
+            await asyncio.wait_for(ws.wait_closed(), 2)
+            await asyncio.wait_for(asyncio.shield(ws.close_connection_task),
+                                   2)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 # -- the checker -----------------------------------------------------------------
