@@ -45,7 +45,7 @@ void declare(options& o) {
   o.add("allowed-origins", "",
         "Comma-separated Origins allowed to open WebSockets; '*' for any. "
         "Empty: same host only. Clients sending no Origin are allowed.");
-  o.add("io-threads", "2", "Transport I/O threads (2 halves fan-out latency "
+  o.add("io-threads", "2", "Transport I/O threads (2 cuts fan-out latency "
                            "on 2 cores; see README load figures).");
   o.add("actor-threads", "2", "CAF scheduler threads.");
   o.add("max-connections", "10000", "WebSocket sessions per node; beyond: "

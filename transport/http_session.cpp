@@ -1,6 +1,7 @@
 #include "transport/http_session.hpp"
 
 #include "protocol/errors.hpp"
+#include "protocol/publish_request.hpp"
 #include "transport/origin.hpp"
 #include "transport/ws_session.hpp"
 
@@ -41,36 +42,9 @@ bool iequals(std::string_view a, std::string_view b) {
   return beast::iequals(a, b);
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-    case '"':
-      out += "\\\"";
-      break;
-    case '\\':
-      out += "\\\\";
-      break;
-    default:
-      if (static_cast<unsigned char>(c) < 0x20) {
-        static constexpr char hex[] = "0123456789abcdef";
-        out += "\\u00";
-        out += hex[(c >> 4) & 0xf];
-        out += hex[c & 0xf];
-      } else {
-        out += c;
-      }
-    }
-  }
-  return out;
-}
-
 // The JSON error body for `code`, from the one table in protocol/errors.
 std::string error_body(protocol::error_code code) {
-  const auto& e = protocol::describe(code);
-  return "{\"error_code\":\"" + json_escape(e.name) + "\",\"message\":\"" +
-         json_escape(e.message) + "\"}";
+  return protocol::encode_http_error(code);
 }
 
 template <class Field>

@@ -390,5 +390,23 @@ def check_client(c, v, first_expected=1, allow_unrecovered=False):
     return seen
 
 
+def describe(c, around=None, n=6):
+    """A few of a client's sessions as text (those near offset `around`)."""
+    rows = []
+    for i, s in enumerate(c.sessions):
+        r = s.reply or {}
+        offs = s.offsets
+        near = around is None or (
+            (s.since is not None and abs(s.since - around) < 200)
+            or any(abs(o - around) < 200 for o in offs[:1] + offs[-1:]))
+        if near:
+            rows.append("  #%d since=%s reply(offset=%s recovered=%s) "
+                        "events %d [%s..%s] end=%s"
+                        % (i, s.since, r.get("offset"), r.get("recovered"),
+                           len(offs), offs[0] if offs else "-",
+                           offs[-1] if offs else "-", s.close))
+    return "\n".join(rows[:n * 3])
+
+
 def jitter(lo, hi):
     return random.uniform(lo, hi)

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Runner, Server, check, check_eq, mint_token, \
     tidings_bin  # noqa: E402
 from resume_tools import AsyncHttp, ResumeClient, Verdict, \
-    check_client, jitter, read_history  # noqa: E402
+    check_client, describe, jitter, read_history  # noqa: E402
 
 # Race sizes: CLIENTS x CYCLES resumes (a few are dropped on purpose right
 # after the subscribe is sent; they are not counted).
@@ -183,8 +183,9 @@ async def race(srv):
         want = set(range(1, n + 1))
         for c in clients:
             missing = sorted(want - held[c.name])
-            check(not missing, "%s lacks offsets %s (of 1..%d)"
-                  % (c.name, missing[:20], n))
+            check(not missing, "%s lacks offsets %s (of 1..%d); sessions:\n%s"
+                  % (c.name, missing[:20], n,
+                     describe(c, missing[0] if missing else None)))
             for off in range(1, n + 1):
                 if c.data.get(off) != pub.acked[off]:
                     raise AssertionError(
