@@ -657,7 +657,7 @@ TEST_CASE("history API pages through a room with the subscribe ACL",
         == 405);
 }
 
-TEST_CASE("retention trims per kind; a resume into it is not recovered",
+TEST_CASE("retention trims per kind, and a resume into it is not recovered",
           "[actors]") {
   fixture f;
   for (int i = 1; i <= 6; ++i) {

@@ -34,11 +34,11 @@ from resume_tools import AsyncHttp, ResumeClient, Verdict, \
 
 # Race sizes: CLIENTS x CYCLES resumes (a few are dropped on purpose right
 # after the subscribe is sent; they are not counted).
-CLIENTS = 60
-CYCLES = 19
+CLIENTS = 80
+CYCLES = 15
 MIN_RESUMES = 1000
 MAX_EVENTS = 8000       # below the default retention and replay limit
-PUBLISH_CONNS = 6
+PUBLISH_CONNS = 12
 
 
 class BurstPublisher:
@@ -84,7 +84,7 @@ class BurstPublisher:
                                if n))
         self.bursts += 1
 
-    async def run(self, stop, max_events, size=(10, 60), pause=(0.01, 0.12)):
+    async def run(self, stop, max_events, size=(10, 80), pause=(0.005, 0.08)):
         self.active = True
         try:
             while not stop.is_set() and len(self.acked) < max_events:
@@ -111,6 +111,18 @@ class BurstPublisher:
         check(not missing, "acknowledged offsets are not dense 1..%d: "
               "missing %s" % (n, missing[:20]))
         return n
+
+
+async def catch_up(c, n, timeout=30.0):
+    """Resumes until the client has seen offset `n` (a session can end
+    early: a server close is reported in the client's log)."""
+    deadline = time.monotonic() + timeout
+    while c.cursor < n:
+        left = deadline - time.monotonic()
+        check(left > 0, "%s did not reach offset %d within %.0fs (cursor "
+              "%d); sessions:\n%s" % (c.name, n, timeout, c.cursor,
+                                      describe(c, c.cursor)))
+        await c.session(until=lambda c: c.cursor >= n, timeout=left)
 
 
 def verdict_over(clients, **kw):
@@ -151,8 +163,8 @@ async def race(srv):
                 early = random.random() < 0.06
                 if pub.active:
                     during[0] += 0 if early else 1
-                await c.session(duration=jitter(0.02, 0.2),
-                                max_events=random.randint(1, 150),
+                await c.session(duration=jitter(0.02, 0.3),
+                                max_events=random.randint(1, 200),
                                 abort_early=early,
                                 abrupt=random.random() < 0.5, timeout=15)
         try:
@@ -163,14 +175,19 @@ async def race(srv):
         t_cycles = time.monotonic() - t0
         n = pub.check_dense()
         # Every client catches up to the last acknowledged offset.
-        await asyncio.gather(*(c.session(until=lambda c: c.cursor >= n,
-                                         timeout=30) for c in clients))
+        await asyncio.gather(*(catch_up(c, n) for c in clients))
         t_all = time.monotonic() - t0
         v, held = verdict_over(clients)
         report(v, "race")
         print("  race: %d clients, %d resumes issued during bursts, %d events "
               "in %d bursts; cycles %.1fs, total %.1fs"
               % (CLIENTS, during[0], n, pub.bursts, t_cycles, t_all),
+              flush=True)
+        nsess = sum(len(c.sessions) for c in clients)
+        print("  race: %d connections; mean connect %.1f ms, mean "
+              "disconnect %.1f ms"
+              % (nsess, 1000 * sum(c.stats["open"] for c in clients) / nsess,
+                 1000 * sum(c.stats["close"] for c in clients) / nsess),
               flush=True)
         check(during[0] >= MIN_RESUMES,
               "only %d resumes were issued during bursts (want >= %d)"
@@ -200,11 +217,13 @@ async def race(srv):
 RETAIN = 20
 
 
-async def wait_trimmed(srv, token, room, first_above, timeout=10.0):
-    """Waits until the history API's oldest event is > `first_above` (the
-    writer trims on its own schedule); returns that oldest offset."""
+async def publish_until_trimmed(pub, token, room, first_above,
+                                timeout=15.0):
+    """The writer trims when a room is written, at most every few seconds:
+    publishes a trickle until the history API's oldest event is above
+    `first_above`; returns that oldest offset."""
     deadline = time.monotonic() + timeout
-    h = AsyncHttp(srv.port)
+    h = AsyncHttp(pub.srv.port)
     try:
         while True:
             j = await h.history(token, room, 0, 1)
@@ -213,11 +232,12 @@ async def wait_trimmed(srv, token, room, first_above, timeout=10.0):
                 return ev[0]["offset"]
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    "history of %s still starts at %s after %.0fs; "
-                    "--retention events=%d should have trimmed it"
-                    % (room, ev[0]["offset"] if ev else None, timeout,
-                       RETAIN))
-            await asyncio.sleep(0.05)
+                    "history of %s still starts at %s after %.0fs of "
+                    "publishing; --retention events=%d should have trimmed "
+                    "it" % (room, ev[0]["offset"] if ev else None, timeout,
+                            RETAIN))
+            await pub.one(pub.conns[0])
+            await asyncio.sleep(0.1)
     finally:
         h.close()
 
@@ -238,7 +258,7 @@ async def beyond_history(srv):
         # Offline for 3 * RETAIN events; history keeps only the last RETAIN.
         for _ in range(3 * RETAIN):
             await pub.one(pub.conns[0])
-        oldest = await wait_trimmed(srv, token, room, cursor + 1)
+        oldest = await publish_until_trimmed(pub, token, room, cursor + 1)
         position = pub.last()
         check(oldest > cursor + 1, "history must have lost %d.." % (cursor
                                                                    + 1))
@@ -321,11 +341,15 @@ async def beyond_history_bursts(srv):
                    for i in range(16)]
         stop = asyncio.Event()
         pub_task = asyncio.ensure_future(
-            pub.run(stop, 4000, size=(5, 40), pause=(0.01, 0.08)))
+            pub.run(stop, 8000, size=(5, 40), pause=(0.01, 0.08)))
+
+        # The writer trims every few seconds: run long enough for two
+        # passes, with clients offline for up to 1.5 s (hundreds of events).
+        end = time.monotonic() + 12.0
 
         async def cycles(c):
-            for _ in range(12):
-                await asyncio.sleep(jitter(0.01, 0.4))  # offline
+            while time.monotonic() < end:
+                await asyncio.sleep(jitter(0.01, 1.5))  # offline
                 await c.session(duration=jitter(0.02, 0.15),
                                 max_events=random.randint(1, 30),
                                 abrupt=random.random() < 0.5, timeout=15)
@@ -335,8 +359,7 @@ async def beyond_history_bursts(srv):
             stop.set()
             await pub_task
         n = pub.check_dense()
-        await asyncio.gather(*(c.session(until=lambda c: c.cursor >= n,
-                                         timeout=30) for c in clients))
+        await asyncio.gather(*(catch_up(c, n) for c in clients))
         v, _ = verdict_over(clients, allow_unrecovered=True)
         report(v, "beyond history under bursts")
         print("  %d events published; %d of %d resumes were beyond history"
@@ -382,31 +405,45 @@ async def replay_limit(srv, limit):
         pub.close()
 
 
+def start(runner, binary, name, **kw):
+    """A server for the next tests, or None (reported as a failure)."""
+    try:
+        return Server(binary, **kw)
+    except AssertionError as e:
+        runner.failures.append(name)
+        print("FAIL %s: %s" % (name, e), flush=True)
+        return None
+
+
 def main():
     binary = tidings_bin()
     runner = Runner("test_resume")
     random.seed(os.environ.get("TIDINGS_TEST_SEED") or None)
 
-    srv = Server(binary, memory=False)  # SQLite on disk, durability full
-    runner.servers = [srv]
-    runner.run("race_resumes_during_bursts", race, srv)
-    runner.stop_server(srv)
-    srv.cleanup()
+    # SQLite on disk, durability full (the default).
+    srv = start(runner, binary, "start_server", memory=False)
+    if srv:
+        runner.servers = [srv]
+        runner.run("race_resumes_during_bursts", race, srv)
+        runner.stop_server(srv)
+        srv.cleanup()
 
-    srv = Server(binary, memory=False,
-                 extra=["--retention", "events=%d" % RETAIN])
-    runner.servers = [srv]
-    runner.run("beyond_history_recovered_false", beyond_history, srv)
-    runner.run("beyond_history_under_bursts", beyond_history_bursts, srv)
-    runner.stop_server(srv)
-    srv.cleanup()
+    srv = start(runner, binary, "start_server_retention", memory=False,
+                extra=["--retention", "events=%d" % RETAIN])
+    if srv:
+        runner.servers = [srv]
+        runner.run("beyond_history_recovered_false", beyond_history, srv)
+        runner.run("beyond_history_under_bursts", beyond_history_bursts, srv)
+        runner.stop_server(srv)
+        srv.cleanup()
 
-    srv = Server(binary, memory=False,
-                 extra=["--retention", "events=0,age=0",
-                        "--replay-limit", "30"])
-    runner.servers = [srv]
-    runner.run("replay_limit_recovered_false", replay_limit, srv, 30)
-    runner.stop_server(srv)
+    srv = start(runner, binary, "start_server_replay_limit", memory=False,
+                extra=["--retention", "events=0,age=0",
+                       "--replay-limit", "30"])
+    if srv:
+        runner.servers = [srv]
+        runner.run("replay_limit_recovered_false", replay_limit, srv, 30)
+        runner.stop_server(srv)
     runner.finish()
 
 
