@@ -96,12 +96,24 @@ void subscribe(connection_actor* self, const protocol::room_id& room,
         if (st.subs.emplace(room.str(), std::move(room_actor)).second)
           st.node->joined(st.who->sub, room.str());
       },
+      [=](caf::error& err) { send_error(self, error_code_of(err), room.str()); });
+}
+
+void run_command(connection_actor* self, const protocol::cmd_command& cmd) {
+  auto& st = self->state;
+  if (!protocol::may_subscribe(*st.who, cmd.room))
+    return send_error(self, protocol::error_code::access_denied,
+                      cmd.room.str());
+  self
+    ->request(st.directory, std::chrono::seconds(10), command_atom::value,
+              cmd.room, cmd.name, cmd.args, st.who->sub)
+    .await(
+      [=](std::uint64_t offset) {
+        send_frame(self, protocol::encode_command_result(cmd.room, cmd.name,
+                                                         offset, now_ms()));
+      },
       [=](caf::error& err) {
-        send_error(self,
-                   err == caf::sec::invalid_argument
-                     ? protocol::error_code::operation_not_found
-                     : protocol::error_code::unavailable,
-                   room.str());
+        send_error(self, error_code_of(err), cmd.room.str());
       });
 }
 
@@ -180,6 +192,8 @@ void on_text(connection_actor* self, const std::string& text) {
     return subscribe(self, sub->room, sub->since);
   if (auto* unsub = std::get_if<protocol::cmd_unsubscribe>(&cmd))
     return unsubscribe(self, unsub->room);
+  if (auto* c = std::get_if<protocol::cmd_command>(&cmd))
+    return run_command(self, *c);
   if (std::holds_alternative<protocol::cmd_list_subscriptions>(cmd)) {
     std::vector<std::string> rooms;
     for (auto& [key, room] : st.subs)

@@ -269,16 +269,6 @@ std::string operation_body(const persistence::operation_record& rec,
   return body + "}";
 }
 
-error_code code_of(const caf::error& err) {
-  if (err == caf::sec::invalid_argument) {
-    auto text = caf::to_string(err);
-    if (text.find("OPERATION_EXISTS") != std::string::npos)
-      return error_code::operation_exists;
-    return error_code::operation_not_found;
-  }
-  return error_code::unavailable;
-}
-
 } // namespace
 
 void gateway::operations(std::string_view rest, transport::http_request& req,
@@ -310,7 +300,7 @@ void gateway::operations(std::string_view rest, transport::http_request& req,
             respond(json_reply(201, operation_body(rec, room, state, offset,
                                                    epoch)));
           },
-          [=](caf::error& err) { respond(error_reply(code_of(err))); });
+          [=](caf::error& err) { respond(error_reply(error_code_of(err))); });
     });
     return;
   }
@@ -338,7 +328,7 @@ void gateway::operations(std::string_view rest, transport::http_request& req,
   sys_.spawn([dir = directory_, writer = writer_, id = *id, events, who,
               body = std::move(req.body),
               respond = std::move(respond)](caf::event_based_actor* self) {
-    auto fail = [=](caf::error& err) { respond(error_reply(code_of(err))); };
+    auto fail = [=](caf::error& err) { respond(error_reply(error_code_of(err))); };
     self->request(writer, std::chrono::seconds(10), op_get_atom::value, id)
       .then(
         [=](bool found, persistence::operation_record& rec) {
@@ -404,7 +394,7 @@ void gateway::publish(transport::http_request& req,
           body += ",\"offset\":" + std::to_string(offset) + "}";
           respond(json_reply(200, std::move(body)));
         },
-        [=](caf::error& err) { respond(error_reply(code_of(err))); });
+        [=](caf::error& err) { respond(error_reply(error_code_of(err))); });
   });
 }
 

@@ -13,6 +13,8 @@
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/sec.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -40,6 +42,7 @@ using op_create_atom = caf::atom_constant<caf::atom("op_create")>;
 using op_get_atom = caf::atom_constant<caf::atom("op_get")>;
 using snap_get_atom = caf::atom_constant<caf::atom("snap_get")>;
 using state_atom = caf::atom_constant<caf::atom("state")>;
+using command_atom = caf::atom_constant<caf::atom("command")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.
@@ -55,6 +58,28 @@ struct subscriber {
   /// The client's cursor when it resumes (`since`); empty for a fresh join.
   std::optional<protocol::stream_position> since;
 };
+
+/// Actors report client-facing failures as `sec::invalid_argument` with an
+/// error-table name as context; anything else is `unavailable`.
+inline caf::error client_error(protocol::error_code code) {
+  return caf::make_error(caf::sec::invalid_argument,
+                         std::string{protocol::describe(code).name});
+}
+
+/// The table entry named in `err` (the longest name found, so
+/// OPERATION_NOT_FOUND wins over NOT_FOUND), else `unavailable`.
+inline protocol::error_code error_code_of(const caf::error& err) {
+  if (err != caf::sec::invalid_argument)
+    return protocol::error_code::unavailable;
+  auto text = caf::to_string(err);
+  const protocol::error_entry* best = nullptr;
+  for (auto* e = protocol::error_table_begin(); e != protocol::error_table_end();
+       ++e)
+    if (text.find(e->name) != std::string::npos
+        && (!best || e->name.size() > best->name.size()))
+      best = e;
+  return best ? best->code : protocol::error_code::unavailable;
+}
 
 } // namespace tidings::actors
 

@@ -53,6 +53,7 @@ struct room_state {
   std::multimap<std::uint64_t, caf::response_promise> id_waiters;
   // Operation rooms only.
   const protocol::reducer* reducer = nullptr;
+  const protocol::command_handler* commands = nullptr;
   bool op_exists = false;
   std::string op_state;      // at `committed`
   std::string pending_state; // at `assigned`
@@ -121,7 +122,7 @@ void append_done(room_actor* self) {
 using subscribe_result = caf::result<caf::actor, std::string, std::uint64_t>;
 
 caf::error operation_not_found() {
-  return caf::make_error(caf::sec::invalid_argument, "OPERATION_NOT_FOUND");
+  return client_error(protocol::error_code::operation_not_found);
 }
 
 bool has_subscribers(const room_state& st) {
@@ -399,7 +400,7 @@ create_operation(room_actor* self, persistence::operation_record& rec) {
   ++st.from_directory;
   st.last_activity = self->clock().now();
   if (!st.reducer)
-    return caf::make_error(caf::sec::invalid_argument, "NOT_AN_OPERATION");
+    return client_error(protocol::error_code::invalid_message);
   auto rp = self->make_response_promise();
   self->request(st.writer, caf::infinite, op_create_atom::value, rec)
     .await(
@@ -415,6 +416,34 @@ create_operation(room_actor* self, persistence::operation_record& rec) {
   return rp;
 }
 
+/// A client command: the kind's handler decides, a publish carries it out.
+caf::result<std::uint64_t> run_command(room_actor* self,
+                                       const std::string& name,
+                                       const std::string& args,
+                                       const std::string& caller) {
+  auto& st = self->state;
+  if (!st.reducer || !st.op_exists) {
+    ++st.from_directory;
+    return operation_not_found();
+  }
+  if (!st.commands) {
+    ++st.from_directory;
+    return client_error(protocol::error_code::unknown_command);
+  }
+  auto out = st.commands->handle(st.op_state, name, args, caller);
+  if (out.error || out.type.empty()) {
+    ++st.from_directory;
+    if (out.error)
+      return client_error(*out.error);
+    return std::uint64_t{0};
+  }
+  protocol::publish_request req;
+  req.room = st.id;
+  req.type = std::move(out.type);
+  req.data = std::move(out.data);
+  return publish(self, req); // counts the directory message itself
+}
+
 caf::behavior room(room_actor* self, protocol::room_id id,
                    caf::actor directory, caf::actor writer, node_state* node,
                    room_config cfg) {
@@ -425,7 +454,10 @@ caf::behavior room(room_actor* self, protocol::room_id id,
   st.node = node;
   st.cfg = cfg;
   if (cfg.kinds)
+  {
     st.reducer = cfg.kinds->operation_reducer(st.id.kind());
+    st.commands = cfg.kinds->commands(st.id.kind());
+  }
   st.last_activity = self->clock().now();
   node->counters.rooms_alive.fetch_add(1, std::memory_order_relaxed);
   self->attach_functor([node, key = st.id.str()](const caf::error&) {
@@ -472,6 +504,10 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       [=](caf::error& err) { self->quit(std::move(err)); });
   return {
     [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
+    [=](command_atom, const std::string& name, const std::string& args,
+        const std::string& caller) {
+      return run_command(self, name, args, caller);
+    },
     [=](op_create_atom, persistence::operation_record& rec) {
       return create_operation(self, rec);
     },

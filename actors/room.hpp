@@ -22,6 +22,8 @@
 //       offset, waiting for its commit if it is still in flight.
 //   (op_create_atom, operation_record) -> (state, uint64 offset, epoch)
 //       operation kinds only: creates the operation (idempotent)
+//   (command_atom, name, args_json, caller) -> uint64 offset (0: no event)
+//       runs the kind's command handler; its event is published like any
 //   (state_atom)                   -> (bool exists, std::string state,
 //                                      uint64 offset, std::string epoch)
 //   (retire_atom)                  quits once in-flight publishes are done

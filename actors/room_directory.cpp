@@ -88,6 +88,13 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
       ++e.forwarded;
       return self->delegate(e.room, a, std::move(rec));
     },
+    [=](command_atom a, protocol::room_id& id, std::string& name,
+        std::string& args, std::string& caller) {
+      auto& e = room_for(self, id);
+      ++e.forwarded;
+      return self->delegate(e.room, a, std::move(name), std::move(args),
+                            std::move(caller));
+    },
     [=](state_atom a, protocol::room_id& id) {
       auto& e = room_for(self, id);
       ++e.forwarded;

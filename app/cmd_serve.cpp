@@ -209,8 +209,8 @@ result<built_config> build(const options& o) {
     }
     // The example kind from docs/extending.md, with its own reducer.
     n.kinds.add_operation_kind(
-      "checklist",
-      std::make_shared<const actors::examples::checklist_reducer>());
+      "checklist", std::make_shared<const actors::examples::checklist_reducer>(),
+      std::make_shared<const actors::examples::checklist_commands>());
     n.actor_threads = static_cast<unsigned>(o.integer("actor-threads"));
     auto& s = b.server;
     s.host = o.str("host");

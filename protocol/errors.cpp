@@ -20,6 +20,8 @@ constexpr error_entry errors[] = {
   {ec::operation_not_found, "OPERATION_NOT_FOUND", "No such operation", 404},
   {ec::operation_exists, "OPERATION_EXISTS",
    "An operation with this id exists with other fields", 409},
+  {ec::unknown_command, "UNKNOWN_COMMAND",
+   "This room kind has no such command", 400},
   {ec::too_many_subscriptions, "TOO_MANY_SUBSCRIPTIONS",
    "Subscription limit reached for this connection", 429},
   {ec::rate_limited, "RATE_LIMITED", "Rate limit exceeded", 429},

@@ -20,6 +20,7 @@ enum class error_code : std::uint8_t {
   not_subscribed,
   operation_not_found,
   operation_exists,
+  unknown_command,
   too_many_subscriptions,
   rate_limited,
   already_authenticated,

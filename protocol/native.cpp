@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+
 namespace tidings::protocol {
 
 namespace {
@@ -123,6 +125,29 @@ decoded decode_native(std::string_view text) {
     return command{cmd_pong{}};
   if (type == "list_subscriptions")
     return command{cmd_list_subscriptions{}};
+  if (type == "command") {
+    auto room = read_room(msg);
+    if (auto* err = std::get_if<decode_error>(&room))
+      return *err;
+    auto& r = std::get<room_id>(room);
+    auto name = msg.find("command");
+    if (name == msg.end() || !name->is_string())
+      return fail(error_code::missing_field, r.str());
+    const auto& n = name->get_ref<const std::string&>();
+    bool plain = !n.empty() && n.size() <= 64;
+    for (char c : n)
+      plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_'
+                        || c == '.' || c == ':' || c == '-');
+    if (!plain)
+      return fail(error_code::invalid_message, r.str());
+    auto args = msg.find("args");
+    if (args != msg.end() && !args->is_object() && !args->is_null())
+      return fail(error_code::missing_field, r.str());
+    return command{cmd_command{std::move(r), n,
+                               args == msg.end() || args->is_null()
+                                 ? std::string{"{}"}
+                                 : args->dump()}};
+  }
   if (type == "auth") {
     auto tok = msg.find("token");
     if (tok == msg.end() || !tok->is_string() || tok->get_ref<const std::string&>().empty()
@@ -182,6 +207,19 @@ std::string encode_subscriptions(const std::vector<std::string>& rooms,
     append_json_string(out, rooms[i]);
   }
   out += ']';
+  add_timestamp_and_close(out, now_ms);
+  return out;
+}
+
+std::string encode_command_result(const room_id& room, std::string_view name,
+                                  std::uint64_t offset, std::int64_t now_ms) {
+  std::string out;
+  open_frame(out, "command_result");
+  out += ",\"room_id\":";
+  append_json_string(out, room.str());
+  out += ",\"command\":";
+  append_json_string(out, name);
+  out += ",\"offset\":" + std::to_string(offset);
   add_timestamp_and_close(out, now_ms);
   return out;
 }

@@ -2,6 +2,7 @@
 // Pure: decoding never throws and callers pass the time in.
 //
 // Client → server (one JSON object per message, `type` selects):
+//   {"type":"command","room_id":…,"command":…,"args"?:{…}} → command_result
 //   {"type":"auth","token":…}
 //   {"type":"subscribe","room_id":…,"since"?:{"epoch":…,"offset":…}}
 //   {"type":"unsubscribe","room_id":…}
@@ -37,9 +38,15 @@ struct cmd_unsubscribe {
 struct cmd_ping {};
 struct cmd_pong {};
 struct cmd_list_subscriptions {};
+struct cmd_command {
+  room_id room;
+  std::string name; // [A-Za-z0-9_.:-]{1,64}
+  std::string args; // compact JSON object, "{}" when absent
+};
 
 using command = std::variant<cmd_auth, cmd_subscribe, cmd_unsubscribe,
-                             cmd_ping, cmd_pong, cmd_list_subscriptions>;
+                             cmd_ping, cmd_pong, cmd_list_subscriptions,
+                             cmd_command>;
 
 /// Why a message could not be decoded; `room` echoes a room id that was
 /// present (even if invalid) so the error frame can name it.
@@ -77,6 +84,11 @@ std::string encode_pong(std::int64_t now_ms);
 /// {"type":"subscriptions","rooms":[…],"timestamp"}
 std::string encode_subscriptions(const std::vector<std::string>& rooms,
                                  std::int64_t now_ms);
+
+/// {"type":"command_result","room_id","command","offset","timestamp"}:
+/// the command's event was committed at `offset` (0: nothing published).
+std::string encode_command_result(const room_id& room, std::string_view name,
+                                  std::uint64_t offset, std::int64_t now_ms);
 
 /// {"type":"heartbeat","server_time","timestamp"}
 std::string encode_heartbeat(std::int64_t now_ms);

@@ -5,7 +5,10 @@
 // (see docs/extending.md); `default_reducer` covers the seeds' shapes.
 #pragma once
 
+#include "protocol/errors.hpp"
 #include "protocol/publication.hpp"
+
+#include <optional>
 
 #include <cstdint>
 #include <string>
@@ -30,6 +33,26 @@ public:
   /// valid JSON `state` and event data.
   virtual std::string apply(const std::string& state,
                             const publication& ev) const = 0;
+};
+
+/// What a kind's command produced: one event to publish into the room
+/// (folded and fanned out like any publish), or an error for the client.
+struct command_outcome {
+  std::string type;  // event type; empty together with `error` unset: no-op
+  std::string data = "{}"; // compact JSON
+  std::optional<error_code> error;
+};
+
+/// Client commands of a kind: `{"type":"command","room_id",
+/// "command":<name>,"args":{…}}`. Pure like a reducer: it sees the current
+/// state, the caller and the arguments, and returns what to publish.
+class command_handler {
+public:
+  virtual ~command_handler() = default;
+  virtual command_outcome handle(const std::string& state,
+                                 const std::string& command,
+                                 const std::string& args_json,
+                                 const std::string& caller) const = 0;
 };
 
 /// Tracks `status` (sticky once terminal), `terminal`, `progress`

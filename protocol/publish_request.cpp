@@ -36,7 +36,7 @@ bool reserved_event_type(std::string_view type) {
   static constexpr std::string_view reserved[] = {
     "connection", "subscription", "subscriptions", "error",
     "pong",       "ping",         "heartbeat",     "current_state",
-    "auth",
+    "auth",       "command_result",
   };
   for (auto r : reserved)
     if (type == r)

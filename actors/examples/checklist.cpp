@@ -47,4 +47,34 @@ std::string checklist_reducer::apply(const std::string& state,
   return s.dump();
 }
 
+protocol::command_outcome
+checklist_commands::handle(const std::string& state, const std::string& command,
+                           const std::string& args_json,
+                           const std::string& caller) const {
+  protocol::command_outcome out;
+  auto args = json::parse(args_json, nullptr, false);
+  if (!args.is_object() || !args.contains("item") || !args["item"].is_string()
+      || args["item"].get_ref<const std::string&>().empty()) {
+    out.error = protocol::error_code::missing_field;
+    return out;
+  }
+  auto item = args["item"].get<std::string>();
+  json data = {{"item", item}, {"by", caller}};
+  if (command == "add") {
+    out.type = "item_added";
+  } else if (command == "check") {
+    auto s = json::parse(state, nullptr, false);
+    if (!s.is_object() || !s["items"].is_object() || !s["items"].contains(item)) {
+      out.error = protocol::error_code::invalid_message;
+      return out;
+    }
+    out.type = "item_done";
+  } else {
+    out.error = protocol::error_code::unknown_command;
+    return out;
+  }
+  out.data = data.dump();
+  return out;
+}
+
 } // namespace tidings::actors::examples

@@ -1,6 +1,7 @@
 // Actor behaviour on CAF's deterministic scheduler: the real gateway,
 // connection, directory, room and history writer, with a recording sink in
 // place of a socket and the in-memory store in place of SQLite.
+#include "actors/examples/checklist.hpp"
 #include "actors/gateway.hpp"
 #include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
@@ -111,6 +112,10 @@ struct fixture {
     rc.replay_limit = 50;
     auto room_kinds = std::make_shared<kind_registry_t>();
     room_kinds->add_operation_kind("index");
+    room_kinds->add_operation_kind(
+      "checklist",
+      std::make_shared<const actors::examples::checklist_reducer>(),
+      std::make_shared<const actors::examples::checklist_commands>());
     rc.kinds = room_kinds;
     directory = actors::spawn_room_directory(*sys, writer, node, rc);
     actors::connection_config cc;
@@ -124,6 +129,7 @@ struct fixture {
     gc.api_key = api_key;
     auto kinds = std::make_shared<kind_registry_t>();
     kinds->add_operation_kind("index");
+    kinds->add_operation_kind("checklist");
     gc.kinds = kinds;
     gw = std::make_shared<actors::gateway>(*sys, directory, writer, node, gc);
     run();
@@ -783,4 +789,40 @@ TEST_CASE("operations: created, folded, current_state first, hand-over",
           .status
         == 403);
   CHECK(f.http("GET", "/api/v1/operations/nope", key).status == 404);
+}
+
+TEST_CASE("custom commands of a kind publish through the room", "[actors]") {
+  fixture f;
+  REQUIRE(f.http("POST", "/api/v1/operations", "Bearer " + f.api_key,
+                 R"({"id":"rel","kind":"checklist","owner":"alice"})")
+            .status
+          == 201);
+  auto c = f.connect(f.token("alice", {"checklist:*"}));
+  auto watcher = f.connect(f.token("bob", {"checklist:*"}));
+  watcher.send(R"({"type":"subscribe","room_id":"checklist:rel"})");
+  c.send(R"({"type":"command","room_id":"checklist:rel","command":"add","args":{"item":"docs"}})");
+  c.send(R"({"type":"command","room_id":"checklist:rel","command":"check","args":{"item":"docs"}})");
+  c.send(R"({"type":"command","room_id":"checklist:rel","command":"check","args":{"item":"nope"}})");
+  c.send(R"({"type":"command","room_id":"checklist:rel","command":"fly","args":{"item":"x"}})");
+  c.send(R"({"type":"command","room_id":"checklist:none","command":"add","args":{"item":"x"}})");
+  c.send(R"({"type":"command","room_id":"index:x","command":"add","args":{"item":"x"}})");
+  f.run();
+  auto results = c.sink->of_type("command_result");
+  REQUIRE(results.size() == 2);
+  CHECK(results[0]["offset"] == 1);
+  CHECK(results[1]["offset"] == 2);
+  auto errors = c.sink->of_type("error");
+  REQUIRE(errors.size() == 4);
+  CHECK(errors[0]["error_code"] == "INVALID_MESSAGE");
+  CHECK(errors[1]["error_code"] == "UNKNOWN_COMMAND");
+  CHECK(errors[2]["error_code"] == "OPERATION_NOT_FOUND");
+  // index:x is not granted to alice: denied before reaching any room.
+  CHECK(errors[3]["error_code"] == "ACCESS_DENIED");
+  auto evs = room_frames(*watcher.sink, "checklist:rel");
+  REQUIRE(evs.size() == 3); // current_state, item_added, item_done
+  CHECK(evs[1]["type"] == "item_added");
+  CHECK(evs[2]["data"]["by"] == "alice");
+  auto g = json::parse(
+    f.http("GET", "/api/v1/operations/rel", "Bearer " + f.api_key).body);
+  CHECK(g["state"]["complete"] == true);
 }

@@ -131,7 +131,7 @@ async def read_history(port, token, room, page=1000, max_events=1_000_000):
         h.close()
 
 
-# -- the resuming client -------------------------------------------------------
+# -- the resuming client ----------------------------------------------------
 
 class Session:
     """One WebSocket connection of a ResumeClient."""
@@ -299,12 +299,12 @@ class ResumeClient:
             pass
 
 
-# -- the checker -----------------------------------------------------------------
+# -- the checker -------------------------------------------------------------
 
 class Verdict:
     def __init__(self):
         self.duplicates = 0
-        self.gaps = 0            # missing offsets not declared by recovered:false
+        self.gaps = 0            # missing, not declared by recovered:false
         self.non_increasing = 0  # an offset not above the one before it
         self.declared_gaps = 0   # recovered:false replies that skipped events
         self.resumes = 0         # subscribe-with-since that got a reply
@@ -327,7 +327,8 @@ class Verdict:
                 "events replayed], false %d), %d events logged: "
                 "%d duplicates, %d gaps, %d non-increasing, %d declared gaps"
                 % (self.resumes, self.recovered_true, self.replayed,
-                   self.recovered_false, self.events, self.duplicates, self.gaps,
+                   self.recovered_false, self.events, self.duplicates,
+                   self.gaps,
                    self.non_increasing, self.declared_gaps))
 
 

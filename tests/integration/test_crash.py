@@ -284,7 +284,8 @@ async def crash_run(cl):
         by_seq.setdefault(seq, []).append(e["offset"])
     twice = {s: o for s, o in by_seq.items() if len(o) > 1}
     check(not twice, "publishes stored more than once (retried publish_id "
-          "not idempotent): seq -> offsets %r" % dict(list(twice.items())[:10]))
+          "not idempotent): seq -> offsets %r"
+          % dict(list(twice.items())[:10]))
     lost, moved = [], []
     for pid, (off, data) in pub.acked.items():
         ev = events[off - 1] if 0 < off <= len(events) else None

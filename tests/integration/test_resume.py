@@ -184,11 +184,16 @@ async def race(srv):
               % (CLIENTS, during[0], n, pub.bursts, t_cycles, t_all),
               flush=True)
         nsess = sum(len(c.sessions) for c in clients)
+        ends = {}
+        for c in clients:
+            for x in c.sessions:
+                if x.close and x.close.startswith(("closed", "timeout")):
+                    ends[x.close] = ends.get(x.close, 0) + 1
         print("  race: %d connections; mean connect %.1f ms, mean "
-              "disconnect %.1f ms"
+              "disconnect %.1f ms; ended by the server or a timeout: %r"
               % (nsess, 1000 * sum(c.stats["open"] for c in clients) / nsess,
-                 1000 * sum(c.stats["close"] for c in clients) / nsess),
-              flush=True)
+                 1000 * sum(c.stats["close"] for c in clients) / nsess,
+                 ends), flush=True)
         check(during[0] >= MIN_RESUMES,
               "only %d resumes were issued during bursts (want >= %d)"
               % (during[0], MIN_RESUMES))

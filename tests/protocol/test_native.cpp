@@ -137,3 +137,25 @@ TEST_CASE("request targets and bearer headers", "[protocol]") {
   CHECK_FALSE(bearer_token("Bearer "));
   CHECK_FALSE(bearer_token(""));
 }
+
+TEST_CASE("command messages decode and results encode", "[protocol]") {
+  auto c = expect_command<cmd_command>(
+    R"({"type":"command","room_id":"checklist:r","command":"check","args":{"item":"a"}})");
+  CHECK(c.room.str() == "checklist:r");
+  CHECK(c.name == "check");
+  CHECK(c.args == R"({"item":"a"})");
+  CHECK(expect_command<cmd_command>(
+          R"({"type":"command","room_id":"a:b","command":"go"})")
+          .args
+        == "{}");
+  CHECK(expect_error(R"({"type":"command","room_id":"a:b"})").code
+        == error_code::missing_field);
+  CHECK(expect_error(R"({"type":"command","room_id":"a:b","command":"x y"})")
+          .code
+        == error_code::invalid_message);
+  CHECK(expect_error(R"({"type":"command","room_id":"a:b","command":"x","args":[1]})")
+          .code
+        == error_code::missing_field);
+  CHECK(encode_command_result(*parse_room_id("a:b"), "go", 7, t0)
+        == R"({"type":"command_result","room_id":"a:b","command":"go","offset":7,"timestamp":"2024-01-01T00:00:00.123Z"})");
+}
