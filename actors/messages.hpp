@@ -43,6 +43,7 @@ using op_get_atom = caf::atom_constant<caf::atom("op_get")>;
 using snap_get_atom = caf::atom_constant<caf::atom("snap_get")>;
 using state_atom = caf::atom_constant<caf::atom("state")>;
 using command_atom = caf::atom_constant<caf::atom("command")>;
+using pump_atom = caf::atom_constant<caf::atom("pump")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.

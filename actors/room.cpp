@@ -26,8 +26,11 @@ std::int64_t now_ms() {
 struct catch_up {
   subscriber sub;
   std::uint64_t target = 0; // the room's committed offset when it asked
-  std::vector<transport::frame> live; // events committed meanwhile
+  std::deque<transport::frame> live; // events committed meanwhile
   caf::response_promise rp;
+  bool replied = false; // rp answered (the confirmation went out)
+  std::vector<persistence::stored_event> history; // missed events to send
+  std::size_t next = 0; // first of `history` not yet sent
 };
 
 struct room_state {
@@ -174,6 +177,49 @@ protocol::publication to_publication(const room_state& st,
   return pub;
 }
 
+/// Feeds a resuming subscriber its missed events, then the live ones
+/// buffered meanwhile, while its session queue is below half its bound;
+/// re-arms itself until done, then the subscriber goes live. A replay never
+/// overflows the queue, and a client too slow to drain it while the room
+/// keeps publishing is closed as a slow consumer (never a silent gap).
+void pump(room_actor* self, std::uint64_t conn_id) {
+  auto& st = self->state;
+  auto i = st.catching_up.find(conn_id);
+  if (i == st.catching_up.end())
+    return; // went down or unsubscribed
+  auto& cu = i->second;
+  auto& sink = *cu.sub.sink;
+  auto budget = sink.max_queued_bytes() / 2;
+  bool open = true;
+  while (open && cu.next < cu.history.size() && sink.queued_bytes() < budget)
+    open = sink.deliver(transport::make_frame(
+      encode_for(cu.sub.wire, to_publication(st, cu.history[cu.next++]))));
+  while (open && cu.next == cu.history.size() && !cu.live.empty()
+         && sink.queued_bytes() < budget) {
+    open = sink.deliver(std::move(cu.live.front()));
+    cu.live.pop_front();
+  }
+  if (!open) { // the session is closing; its connection cleans up
+    st.catching_up.erase(i);
+    went_empty(self);
+    return;
+  }
+  if (cu.next == cu.history.size() && cu.live.empty()) {
+    st.subs.emplace(conn_id, std::move(cu.sub));
+    st.catching_up.erase(i);
+    return;
+  }
+  if (cu.live.size() > st.cfg.max_pending_publishes) {
+    const auto& e = protocol::describe(protocol::close_reason::slow_consumer);
+    sink.close(static_cast<std::uint16_t>(e.code), e.reason);
+    st.catching_up.erase(i);
+    went_empty(self);
+    return;
+  }
+  self->delayed_send(self, std::chrono::milliseconds(2), pump_atom::value,
+                     conn_id);
+}
+
 void finish_catch_up(room_actor* self, std::uint64_t conn_id,
                      std::uint64_t after,
                      std::vector<persistence::stored_event>* events) {
@@ -181,19 +227,15 @@ void finish_catch_up(room_actor* self, std::uint64_t conn_id,
   auto i = st.catching_up.find(conn_id);
   if (i == st.catching_up.end())
     return; // the connection went down meanwhile
-  auto cu = std::move(i->second);
-  st.catching_up.erase(i);
+  auto& cu = i->second;
   bool recovered = events && fills_gap(*events, after, cu.target);
-  auto sink = cu.sub.sink;
-  auto wire = cu.sub.wire;
-  go_live(self, std::move(cu.sub), cu.target, recovered);
+  cu.sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+    true, st.id, {st.epoch, cu.target}, now_ms(), recovered)));
   if (recovered)
-    for (auto& ev : *events)
-      sink->deliver(transport::make_frame(
-        encode_for(wire, to_publication(st, ev))));
-  for (auto& f : cu.live)
-    sink->deliver(std::move(f));
+    cu.history = std::move(*events);
+  cu.replied = true;
   cu.rp.deliver(caf::actor_cast<caf::actor>(self), st.epoch, cu.target);
+  pump(self, conn_id);
 }
 
 subscribe_result subscribe(room_actor* self, subscriber& sub) {
@@ -213,7 +255,9 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   if (st.reducer) {
     std::optional<bool> recovered;
     if (since)
-      recovered = since->epoch == st.epoch && since->offset <= target;
+      // Nothing is replayed: current_state stands in for missed events, so
+      // only a cursor at the room's position counts as recovered.
+      recovered = since->epoch == st.epoch && since->offset == target;
     go_live(self, std::move(sub), target, recovered);
     return {me, st.epoch, target};
   }
@@ -472,7 +516,9 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       }
     for (auto i = st.catching_up.begin(); i != st.catching_up.end(); ++i)
       if (i->second.sub.conn.address() == dm.source) {
-        i->second.rp.deliver(caf::make_error(caf::sec::request_receiver_down));
+        if (!i->second.replied)
+          i->second.rp.deliver(
+            caf::make_error(caf::sec::request_receiver_down));
         st.catching_up.erase(i);
         break;
       }
@@ -504,6 +550,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       [=](caf::error& err) { self->quit(std::move(err)); });
   return {
     [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
+    [=](pump_atom, std::uint64_t conn_id) { pump(self, conn_id); },
     [=](command_atom, const std::string& name, const std::string& args,
         const std::string& caller) {
       return run_command(self, name, args, caller);
@@ -519,6 +566,15 @@ caf::behavior room(room_actor* self, protocol::room_id id,
     },
     [=](unsub_atom, std::uint64_t conn_id) {
       auto& st = self->state;
+      if (auto c = st.catching_up.find(conn_id); c != st.catching_up.end()) {
+        auto sink = c->second.sub.sink;
+        self->demonitor(c->second.sub.conn);
+        st.catching_up.erase(c);
+        sink->deliver(transport::make_frame(protocol::encode_subscription(
+          false, st.id, {st.epoch, st.committed}, now_ms())));
+        went_empty(self);
+        return true;
+      }
       auto i = st.subs.find(conn_id);
       if (i == st.subs.end())
         return false;

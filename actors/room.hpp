@@ -12,6 +12,8 @@
 //       behind, the room reads the missed events from history, buffers
 //       live events meanwhile, and hands over: confirmation with
 //       `recovered: true`, the missed events, the buffered ones, then live.
+//       The replay is paced below half the session's queue bound (a pump
+//       timer), so a large resume never trips the slow-consumer close.
 //       Otherwise (other epoch, trimmed history, too far behind) the
 //       confirmation says `recovered: false` and live events follow.
 //   (unsub_atom, uint64 conn_id)   -> bool (was subscribed)
@@ -32,8 +34,8 @@
 // into a current state at publish time and store it with the event in one
 // commit. A subscriber gets the confirmation, then `current_state` at the
 // committed offset, then events with larger offsets (no replay: the state
-// already holds them; `recovered` says whether the cursor was in this
-// epoch). Subscribing or publishing to an operation that was not created
+// already holds them, so `recovered` is true only for a cursor at the
+// room's position; otherwise false, and current_state covers the gap). Subscribing or publishing to an operation that was not created
 // fails with `invalid_argument` ("OPERATION_NOT_FOUND").
 //   (tick_atom)                    idle check; an empty, quiet room asks
 //                                  the directory (idle_atom) to retire it

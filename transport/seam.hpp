@@ -42,6 +42,11 @@ public:
 
   /// Bytes queued and not yet written.
   virtual std::size_t queued_bytes() const = 0;
+
+  /// The queue's bound in bytes (deliveries beyond it close the session
+  /// with 4001); producers of bulk data, like a resume's replay, pace
+  /// themselves below it.
+  virtual std::size_t max_queued_bytes() const = 0;
 };
 
 /// The application's side of one WebSocket session.

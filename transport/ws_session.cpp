@@ -45,6 +45,11 @@ class ws_sink final : public frame_sink {
     return s ? s->queued_bytes() : 0;
   }
 
+  std::size_t max_queued_bytes() const override {
+    auto s = session_.lock();
+    return s ? s->max_queued_bytes() : 0;
+  }
+
  private:
   std::weak_ptr<ws_session> session_;
 };

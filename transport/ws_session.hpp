@@ -60,6 +60,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
 
   /// frame_sink::queued_bytes. Any thread.
   std::size_t queued_bytes() const;
+  std::size_t max_queued_bytes() const { return max_queue_; }
 
   /// Ends the session without further I/O. Only while no I/O thread runs
   /// (the server's io_context is stopped and run() has returned).

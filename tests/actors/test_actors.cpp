@@ -31,6 +31,13 @@ public:
     std::lock_guard<std::mutex> g{m_};
     if (closed_ || refuse_)
       return false;
+    if (bound_ && held_ + f->size() > bound_) {
+      closed_ = true; // what a real session does: close 4001
+      code_ = 4001;
+      return false;
+    }
+    if (bound_)
+      held_ += f->size();
     frames_.push_back(std::move(f));
     return true;
   }
@@ -42,7 +49,29 @@ public:
       reason_ = std::string{reason};
     }
   }
-  std::size_t queued_bytes() const override { return 0; }
+  std::size_t queued_bytes() const override {
+    std::lock_guard<std::mutex> g{m_};
+    return held_;
+  }
+  std::size_t max_queued_bytes() const override {
+    std::lock_guard<std::mutex> g{m_};
+    return bound_ ? bound_ : 1 << 20;
+  }
+
+  /// Make the sink behave like a session whose client reads nothing until
+  /// `drain()`: queued bytes grow with each delivery.
+  void fill_up(std::size_t bound) {
+    std::lock_guard<std::mutex> g{m_};
+    bound_ = bound;
+  }
+  void drain() {
+    std::lock_guard<std::mutex> g{m_};
+    held_ = 0;
+  }
+  std::size_t held() const {
+    std::lock_guard<std::mutex> g{m_};
+    return held_;
+  }
 
   void refuse(bool on) {
     std::lock_guard<std::mutex> g{m_};
@@ -80,6 +109,8 @@ private:
   std::vector<transport::frame> frames_;
   bool closed_ = false;
   bool refuse_ = false;
+  std::size_t bound_ = 0; // 0: unbounded, never fills
+  std::size_t held_ = 0;
   std::uint16_t code_ = 0;
   std::string reason_;
 };
@@ -825,4 +856,40 @@ TEST_CASE("custom commands of a kind publish through the room", "[actors]") {
   auto g = json::parse(
     f.http("GET", "/api/v1/operations/rel", "Bearer " + f.api_key).body);
   CHECK(g["state"]["complete"] == true);
+}
+
+TEST_CASE("a large resume is paced below the session's queue bound",
+          "[actors]") {
+  fixture f;
+  std::string pad(200, 'x');
+  for (int i = 1; i <= 40; ++i)
+    f.publish("execution:big", "\"" + pad + std::to_string(i) + "\"");
+  auto c = f.connect(f.token("alice", {"execution:*"}));
+  c.sink->fill_up(4096); // ~12 frames fit; a burst of 40 would close 4001
+  c.send(resume_frame("execution:big", f.epoch_of("execution:big"), 0));
+  f.run();
+  CHECK(confirmation(*c.sink, "execution:big")["recovered"] == true);
+  CHECK(c.sink->close_code() == 0);
+  CHECK(c.sink->held() <= 4096);
+  auto sent_before = room_frames(*c.sink, "execution:big").size();
+  CHECK(sent_before < 40);
+  // Live events published meanwhile wait behind the replay.
+  f.publish_async("execution:big", "41");
+  f.run();
+  for (int round = 0; round < 100; ++round) {
+    if (room_frames(*c.sink, "execution:big").size() == 41)
+      break;
+    c.sink->drain(); // the client reads
+    f.sched->trigger_timeouts();
+    f.run();
+  }
+  CHECK(c.sink->close_code() == 0);
+  auto evs = room_frames(*c.sink, "execution:big");
+  REQUIRE(evs.size() == 41);
+  for (std::size_t i = 0; i < evs.size(); ++i)
+    CHECK(evs[i]["offset"] == i + 1);
+  // Now live: the next event goes straight to the session.
+  c.sink->drain();
+  f.publish("execution:big", "42");
+  CHECK(room_frames(*c.sink, "execution:big").size() == 42);
 }
