@@ -163,6 +163,16 @@ caf::behavior writer(writer_actor* self,
       return std::move(*events);
     },
     [=](flush_atom) { commit_pending(self); },
+    [=](sweep_atom) {
+      auto& st = self->state;
+      auto rooms = st.store->rooms();
+      if (!rooms)
+        return;
+      for (auto& room : *rooms)
+        if (st.cfg.retention.for_room(room).max_age_seconds > 0)
+          st.written.insert(std::move(room));
+      apply_retention(self);
+    },
     [=](shutdown_atom) {
       commit_pending(self);
       self->state.store.reset(); // closes the store cleanly

@@ -13,6 +13,9 @@
 //   (op_create_atom, operation_record) -> bool (false: an identical record
 //                                         existed); error OPERATION_EXISTS
 //   (op_get_atom, std::string id)      -> (bool found, operation_record)
+//   (sweep_atom)                       trims every room with an age bound
+//                                      (sent periodically by the directory:
+//                                      rooms no longer written age out too)
 //   (read_atom, std::string room, uint64 after, uint64 limit)
 //                                      -> std::vector<stored_event>, the
 //                                         committed events after `after`

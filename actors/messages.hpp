@@ -44,6 +44,7 @@ using snap_get_atom = caf::atom_constant<caf::atom("snap_get")>;
 using state_atom = caf::atom_constant<caf::atom("state")>;
 using command_atom = caf::atom_constant<caf::atom("command")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
+using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.

@@ -67,6 +67,9 @@ struct room_config {
   std::size_t dedupe_window = 1000;
   /// Which kinds are operations, with their reducers.
   std::shared_ptr<const kind_registry> kinds;
+  /// How often the directory asks the writer to age out history of rooms
+  /// no longer written (0: never).
+  std::chrono::milliseconds sweep_interval{60000};
 };
 
 /// Spawned by the directory; `directory` receives idle requests.

@@ -59,6 +59,10 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
   self->state.writer = std::move(writer);
   self->state.node = node;
   self->state.cfg = cfg;
+  // The timer lives here, not in the detached writer: a detached actor
+  // with a pending self-timer holds up the actor system's shutdown.
+  if (cfg.sweep_interval.count() > 0)
+    self->delayed_send(self, cfg.sweep_interval, sweep_atom::value);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto k = st.keys.find(dm.source);
@@ -99,6 +103,13 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
       auto& e = room_for(self, id);
       ++e.forwarded;
       return self->delegate(e.room, a);
+    },
+    [=](sweep_atom) {
+      auto& st = self->state;
+      if (st.shutting_down)
+        return;
+      self->send(st.writer, sweep_atom::value);
+      self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
     },
     [=](idle_atom, const std::string& key, std::uint64_t seen) {
       auto& st = self->state;

@@ -9,6 +9,8 @@
 //   (idle_atom, std::string key, uint64 n) from a room: retire it when the
 //                                          directory forwarded exactly n
 //                                          messages to it (none in flight)
+//   (sweep_atom)                           every sweep_interval: asks the
+//                                          writer to age out history
 //   (shutdown_atom) -> bool: retires every room, waits until all are down,
 //                      then tells the history writer to finish and quits.
 #pragma once

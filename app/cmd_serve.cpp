@@ -67,7 +67,7 @@ void declare(options& o) {
   o.add("retention", "events=10000,age=7d",
         "History kept per room: 'events=N,age=D' (N=0: no count bound; D in "
         "s/m/h/d, 0: no age bound), then ';kind:events=N,age=D' per kind. "
-        "Age is applied when a room is written.");
+        "Applied after commits and by a sweep every minute.");
   o.add("replay-limit", "10000",
         "Most events one resume replays; further behind gets "
         "recovered:false.");

@@ -128,6 +128,10 @@ public:
   /// Oldest offset still stored in `room`, or nullopt when none is.
   virtual result<std::optional<std::uint64_t>>
   first_offset(const std::string& room) = 0;
+
+  /// Every room the store knows, in no particular order (for retention
+  /// sweeps over rooms that are no longer written).
+  virtual result<std::vector<std::string>> rooms() = 0;
 };
 
 } // namespace tidings::persistence

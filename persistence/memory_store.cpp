@@ -136,6 +136,13 @@ result<std::size_t> memory_store::trim(const std::string& room,
   return n;
 }
 
+result<std::vector<std::string>> memory_store::rooms() {
+  std::vector<std::string> out;
+  for (const auto& [room, state] : rooms_)
+    out.push_back(room);
+  return out;
+}
+
 result<std::optional<std::uint64_t>>
 memory_store::first_offset(const std::string& room) {
   std::optional<std::uint64_t> none;

@@ -31,6 +31,7 @@ public:
                            std::int64_t min_timestamp_ms) override;
   result<std::optional<std::uint64_t>>
   first_offset(const std::string& room) override;
+  result<std::vector<std::string>> rooms() override;
   result<std::optional<snapshot>>
   get_snapshot(const std::string& room) override;
   result<bool> create_operation(const operation_record& op) override;

@@ -726,6 +726,18 @@ result<std::size_t> sqlite_store::trim(const std::string& room,
   return deleted;
 }
 
+result<std::vector<std::string>> sqlite_store::rooms() {
+  auto& d = *impl_;
+  std::vector<std::string> out;
+  use u(d.room_list);
+  int rc;
+  while ((rc = u.step()) == SQLITE_ROW)
+    out.push_back(u.col_text(0));
+  if (rc != SQLITE_DONE)
+    return store_error(d.db());
+  return out;
+}
+
 result<std::optional<std::uint64_t>>
 sqlite_store::first_offset(const std::string& room) {
   auto& d = *impl_;

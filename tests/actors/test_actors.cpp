@@ -135,7 +135,7 @@ struct fixture {
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
     actors::history_writer_config wc;
     wc.detached = false;
-    wc.retention = *persistence::parse_retention("kept:events=3");
+    wc.retention = *persistence::parse_retention("kept:events=3;aged:age=60");
     wc.trim_interval = std::chrono::milliseconds(0); // after every commit
     writer = actors::spawn_history_writer(*sys, store, node, wc);
     actors::room_config rc;
@@ -892,4 +892,22 @@ TEST_CASE("a large resume is paced below the session's queue bound",
   c.sink->drain();
   f.publish("execution:big", "42");
   CHECK(room_frames(*c.sink, "execution:big").size() == 42);
+}
+
+TEST_CASE("history of quiet rooms ages out on the sweep timer", "[actors]") {
+  fixture f;
+  auto now = actors::unix_now() * 1000;
+  // History from before a restart: the room is never written again.
+  std::vector<persistence::stored_event> old_events;
+  for (std::uint64_t i = 1; i <= 3; ++i)
+    old_events.push_back({"aged:a", i, i < 3 ? now - 3600 * 1000 : now, "t",
+                          "", "1", ""});
+  REQUIRE(f.store->append(old_events));
+  REQUIRE(f.store->read_since("aged:a", 0, 10)->size() == 3);
+  f.sched->trigger_timeouts(); // the directory's sweep timer
+  f.run();
+  auto left = f.store->read_since("aged:a", 0, 10);
+  REQUIRE(left);
+  REQUIRE(left->size() == 1);
+  CHECK(left->front().offset == 3);
 }

@@ -27,3 +27,20 @@ TEST_CASE("retention rules parse per kind with a default", "[persistence]") {
     CHECK_FALSE(parse_retention(bad));
   }
 }
+
+#include "persistence/sqlite_store.hpp"
+
+#include <algorithm>
+
+TEST_CASE("stores list their rooms for retention sweeps", "[persistence]") {
+  auto opened = sqlite_store::open({":memory:", durability::full});
+  REQUIRE(opened);
+  auto& store = **opened;
+  REQUIRE(store.append({{"a:1", 1, 1, "t", "", "1", ""},
+                        {"b:2", 1, 1, "t", "", "1", ""}}));
+  REQUIRE(store.position("c:3"));
+  auto rooms = store.rooms();
+  REQUIRE(rooms);
+  std::sort(rooms->begin(), rooms->end());
+  CHECK(*rooms == std::vector<std::string>{"a:1", "b:2", "c:3"});
+}
