@@ -29,16 +29,18 @@
 //   (state_atom)                   -> (bool exists, std::string state,
 //                                      uint64 offset, std::string epoch)
 //   (retire_atom)                  quits once in-flight publishes are done
+//   (tick_atom)                    idle check; an empty, quiet room asks
+//                                  the directory (idle_atom) to retire it
+//   (pump_atom, uint64 conn_id)    continues a paced replay (self-sent)
 //
 // Operation rooms (kinds registered in `kind_registry`) fold every event
 // into a current state at publish time and store it with the event in one
 // commit. A subscriber gets the confirmation, then `current_state` at the
-// committed offset, then events with larger offsets (no replay: the state
-// already holds them, so `recovered` is true only for a cursor at the
-// room's position; otherwise false, and current_state covers the gap). Subscribing or publishing to an operation that was not created
-// fails with `invalid_argument` ("OPERATION_NOT_FOUND").
-//   (tick_atom)                    idle check; an empty, quiet room asks
-//                                  the directory (idle_atom) to retire it
+// committed offset, then events with larger offsets. Nothing is replayed:
+// the state already holds the missed events, so `recovered` is true only
+// for a cursor at the room's position; otherwise it is false and
+// current_state covers the gap. Subscribing or publishing to an operation
+// that was not created fails with OPERATION_NOT_FOUND.
 //
 // Messages from the directory are counted, and the idle request carries the
 // count: the directory retires the room only if it has forwarded nothing
