@@ -18,7 +18,7 @@ using clock = std::chrono::steady_clock;
 std::int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-    .count();
+      .count();
 }
 
 /// Token bucket: `rate` per second, bursts up to twice that.
@@ -79,24 +79,25 @@ void subscribe(connection_actor* self, const protocol::room_id& room,
   auto& st = self->state;
   if (!protocol::may_subscribe(*st.who, room))
     return send_error(self, protocol::error_code::access_denied, room.str());
-  if (st.subs.count(room.str()) == 0
-      && st.subs.size() >= st.cfg->max_subscriptions)
+  if (st.subs.count(room.str()) == 0 &&
+      st.subs.size() >= st.cfg->max_subscriptions)
     return send_error(self, protocol::error_code::too_many_subscriptions,
                       room.str());
   subscriber sub{st.args.conn_id, caf::actor_cast<caf::actor>(self),
                  st.args.sink, dialect::native, std::move(since)};
   // await: later commands of this client wait for the answer, so a
   // `list_subscriptions` right after `subscribe` sees the room.
-  self
-    ->request(st.directory, std::chrono::seconds(10), subscribe_atom::value,
-              room, std::move(sub))
-    .await(
-      [=](caf::actor& room_actor, std::string&, std::uint64_t) {
-        auto& st = self->state;
-        if (st.subs.emplace(room.str(), std::move(room_actor)).second)
-          st.node->joined(st.who->sub, room.str());
-      },
-      [=](caf::error& err) { send_error(self, error_code_of(err), room.str()); });
+  self->request(st.directory, std::chrono::seconds(10), subscribe_atom::value,
+                room, std::move(sub))
+      .await(
+          [=](caf::actor& room_actor, std::string&, std::uint64_t) {
+            auto& st = self->state;
+            if (st.subs.emplace(room.str(), std::move(room_actor)).second)
+              st.node->joined(st.who->sub, room.str());
+          },
+          [=](caf::error& err) {
+            send_error(self, error_code_of(err), room.str());
+          });
 }
 
 void run_command(connection_actor* self, const protocol::cmd_command& cmd) {
@@ -104,17 +105,16 @@ void run_command(connection_actor* self, const protocol::cmd_command& cmd) {
   if (!protocol::may_subscribe(*st.who, cmd.room))
     return send_error(self, protocol::error_code::access_denied,
                       cmd.room.str());
-  self
-    ->request(st.directory, std::chrono::seconds(10), command_atom::value,
-              cmd.room, cmd.name, cmd.args, st.who->sub)
-    .await(
-      [=](std::uint64_t offset) {
-        send_frame(self, protocol::encode_command_result(cmd.room, cmd.name,
-                                                         offset, now_ms()));
-      },
-      [=](caf::error& err) {
-        send_error(self, error_code_of(err), cmd.room.str());
-      });
+  self->request(st.directory, std::chrono::seconds(10), command_atom::value,
+                cmd.room, cmd.name, cmd.args, st.who->sub)
+      .await(
+          [=](std::uint64_t offset) {
+            send_frame(self, protocol::encode_command_result(cmd.room, cmd.name,
+                                                             offset, now_ms()));
+          },
+          [=](caf::error& err) {
+            send_error(self, error_code_of(err), cmd.room.str());
+          });
 }
 
 void unsubscribe(connection_actor* self, const protocol::room_id& room) {
@@ -127,10 +127,10 @@ void unsubscribe(connection_actor* self, const protocol::room_id& room) {
   st.node->left(st.who->sub, room.str());
   self->request(room_actor, std::chrono::seconds(10), unsub_atom::value,
                 st.args.conn_id)
-    .await([](bool) {},
-           [=](caf::error&) {
-             send_error(self, protocol::error_code::unavailable, room.str());
-           });
+      .await([](bool) {},
+             [=](caf::error&) {
+               send_error(self, protocol::error_code::unavailable, room.str());
+             });
 }
 
 void authenticated(connection_actor* self, protocol::claims who) {
@@ -139,18 +139,16 @@ void authenticated(connection_actor* self, protocol::claims who) {
   st.node->connection_opened(st.who->sub);
   st.node->counters.connections_total.fetch_add(1, std::memory_order_relaxed);
   send_frame(self, protocol::encode_connected(st.args.connection_id, now_ms()));
-  if (auto own = protocol::room_id::make(protocol::user_room_kind,
-                                         st.who->sub))
+  if (auto own = protocol::room_id::make(protocol::user_room_kind, st.who->sub))
     subscribe(self, *own);
   if (st.cfg->heartbeat_interval.count() > 0)
-    self->delayed_send(self, st.cfg->heartbeat_interval,
-                       heartbeat_atom::value);
+    self->delayed_send(self, st.cfg->heartbeat_interval, heartbeat_atom::value);
 }
 
 void try_auth(connection_actor* self, const std::string& token) {
   auto& st = self->state;
-  auto res = protocol::verify_jwt(token, *st.cfg->key, st.cfg->policy,
-                                  unix_now());
+  auto res =
+      protocol::verify_jwt(token, *st.cfg->key, st.cfg->policy, unix_now());
   if (!res) {
     st.node->counters.auth_failures.fetch_add(1, std::memory_order_relaxed);
     close_with(self, protocol::close_reason::invalid_token);
@@ -229,23 +227,23 @@ caf::behavior connection(connection_actor* self, connection_args args,
   else
     self->delayed_send(self, st.cfg->auth_timeout, auth_to_atom::value);
   return {
-    [=](text_atom, const std::string& text) { on_text(self, text); },
-    [=](closed_atom) { on_closed(self); },
-    [=](auth_to_atom) {
-      if (!self->state.who && !self->state.closing) {
-        self->state.node->counters.auth_failures.fetch_add(
-          1, std::memory_order_relaxed);
-        close_with(self, protocol::close_reason::auth_timeout);
-      }
-    },
-    [=](heartbeat_atom) {
-      auto& st = self->state;
-      if (st.closing)
-        return;
-      send_frame(self, protocol::encode_heartbeat(now_ms()));
-      self->delayed_send(self, st.cfg->heartbeat_interval,
-                         heartbeat_atom::value);
-    },
+      [=](text_atom, const std::string& text) { on_text(self, text); },
+      [=](closed_atom) { on_closed(self); },
+      [=](auth_to_atom) {
+        if (!self->state.who && !self->state.closing) {
+          self->state.node->counters.auth_failures.fetch_add(
+              1, std::memory_order_relaxed);
+          close_with(self, protocol::close_reason::auth_timeout);
+        }
+      },
+      [=](heartbeat_atom) {
+        auto& st = self->state;
+        if (st.closing)
+          return;
+        send_frame(self, protocol::encode_heartbeat(now_ms()));
+        self->delayed_send(self, st.cfg->heartbeat_interval,
+                           heartbeat_atom::value);
+      },
   };
 }
 
@@ -253,8 +251,7 @@ caf::behavior connection(connection_actor* self, connection_args args,
 
 std::int64_t unix_now() {
   using namespace std::chrono;
-  return duration_cast<seconds>(system_clock::now().time_since_epoch())
-    .count();
+  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
 }
 
 caf::actor spawn_connection(caf::actor_system& sys, connection_args args,

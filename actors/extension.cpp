@@ -3,8 +3,8 @@
 namespace tidings::actors {
 
 void kind_registry::add_operation_kind(
-  std::string kind, std::shared_ptr<const protocol::reducer> r,
-  std::shared_ptr<const protocol::command_handler> commands) {
+    std::string kind, std::shared_ptr<const protocol::reducer> r,
+    std::shared_ptr<const protocol::command_handler> commands) {
   if (!r)
     r = std::make_shared<const protocol::default_reducer>();
   operations_[std::move(kind)] = entry{std::move(r), std::move(commands)};

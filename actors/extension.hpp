@@ -14,15 +14,15 @@
 namespace tidings::actors {
 
 class kind_registry {
-public:
+ public:
   /// Rooms `<kind>:<id>` become operations: created through the API, with a
   /// current state folded by `r` from their events and sent first to every
   /// subscriber. Without `r`, the default reducer is used.
   /// `commands`, when given, answers clients' `command` messages on rooms
   /// of this kind (see protocol::command_handler).
   void add_operation_kind(
-    std::string kind, std::shared_ptr<const protocol::reducer> r = {},
-    std::shared_ptr<const protocol::command_handler> commands = {});
+      std::string kind, std::shared_ptr<const protocol::reducer> r = {},
+      std::shared_ptr<const protocol::command_handler> commands = {});
 
   /// The reducer of an operation kind; nullptr for plain rooms.
   const protocol::reducer* operation_reducer(std::string_view kind) const;
@@ -34,7 +34,7 @@ public:
     return operation_reducer(kind) != nullptr;
   }
 
-private:
+ private:
   struct entry {
     std::shared_ptr<const protocol::reducer> reducer;
     std::shared_ptr<const protocol::command_handler> commands;

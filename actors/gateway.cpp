@@ -16,8 +16,8 @@ namespace tidings::actors {
 
 namespace {
 
-using transport::http_response;
 using protocol::error_code;
+using transport::http_response;
 
 http_response json_reply(unsigned status, std::string body) {
   http_response r;
@@ -58,22 +58,20 @@ std::string json_string_array(const std::vector<std::string>& items) {
 
 /// The handler a session talks to: forwards to the connection actor.
 class actor_handler : public transport::connection_handler {
-public:
+ public:
   explicit actor_handler(caf::actor conn) : conn_(std::move(conn)) {}
   void on_message(std::string msg) override {
     caf::anon_send(conn_, text_atom::value, std::move(msg));
   }
-  void on_closed() override {
-    caf::anon_send(conn_, closed_atom::value);
-  }
+  void on_closed() override { caf::anon_send(conn_, closed_atom::value); }
 
-private:
+ private:
   caf::actor conn_;
 };
 
 /// For sessions refused before an actor existed (bad token in the query).
 class closed_handler : public transport::connection_handler {
-public:
+ public:
   void on_message(std::string) override {}
   void on_closed() override {}
 };
@@ -82,9 +80,8 @@ public:
 
 gateway::gateway(caf::actor_system& sys, caf::actor directory,
                  caf::actor writer, node_state& node, gateway_config cfg)
-  : sys_(sys), directory_(std::move(directory)), writer_(std::move(writer)),
-    node_(node),
-    cfg_(std::move(cfg)) {
+    : sys_(sys), directory_(std::move(directory)), writer_(std::move(writer)),
+      node_(node), cfg_(std::move(cfg)) {
   // Connection ids are unique across restarts: a random per-process prefix
   // and a counter.
   std::random_device rd;
@@ -136,36 +133,36 @@ void gateway::handle_http(transport::http_request req,
     if (!who)
       return respond(error_reply(error_code::unauthorized));
     if (path == "/api/v1/ws/stats") {
-      std::string body = "{\"total_connections\":"
-                         + std::to_string(node_.total_connections())
-                         + ",\"user_connections\":"
-                         + std::to_string(node_.user_connections(who->sub))
-                         + ",\"active_rooms\":"
-                         + std::to_string(node_.active_room_count()) + "}";
+      std::string body =
+          "{\"total_connections\":" +
+          std::to_string(node_.total_connections()) + ",\"user_connections\":" +
+          std::to_string(node_.user_connections(who->sub)) +
+          ",\"active_rooms\":" + std::to_string(node_.active_room_count()) +
+          "}";
       return respond(json_reply(200, std::move(body)));
     }
     auto rooms = who->admin ? node_.active_rooms() : node_.user_rooms(who->sub);
-    std::string body = "{\"active_rooms\":" + json_string_array(rooms)
-                       + ",\"total_rooms\":" + std::to_string(rooms.size())
-                       + "}";
+    std::string body = "{\"active_rooms\":" + json_string_array(rooms) +
+                       ",\"total_rooms\":" + std::to_string(rooms.size()) + "}";
     return respond(json_reply(200, std::move(body)));
   }
   constexpr std::string_view ops = "/api/v1/operations";
   if (path == ops)
     return operations({}, req, respond);
-  if (path.size() > ops.size() + 1 && path.substr(0, ops.size() + 1) == "/api/v1/operations/")
+  if (path.size() > ops.size() + 1 &&
+      path.substr(0, ops.size() + 1) == "/api/v1/operations/")
     return operations(path.substr(ops.size() + 1), req, respond);
   constexpr std::string_view rooms_prefix = "/api/v1/rooms/";
   constexpr std::string_view history_suffix = "/history";
-  if (path.size() > rooms_prefix.size() + history_suffix.size()
-      && path.substr(0, rooms_prefix.size()) == rooms_prefix
-      && path.substr(path.size() - history_suffix.size()) == history_suffix) {
+  if (path.size() > rooms_prefix.size() + history_suffix.size() &&
+      path.substr(0, rooms_prefix.size()) == rooms_prefix &&
+      path.substr(path.size() - history_suffix.size()) == history_suffix) {
     if (!get)
       return respond(error_reply(error_code::method_not_allowed));
-    return history(path.substr(rooms_prefix.size(),
-                               path.size() - rooms_prefix.size()
-                                 - history_suffix.size()),
-                   query, req.authorization, respond);
+    return history(
+        path.substr(rooms_prefix.size(),
+                    path.size() - rooms_prefix.size() - history_suffix.size()),
+        query, req.authorization, respond);
   }
   respond(error_reply(error_code::not_found));
 }
@@ -209,38 +206,37 @@ void gateway::history(std::string_view room_text, std::string_view query,
       respond(error_reply(error_code::unavailable));
     };
     self->request(writer, std::chrono::seconds(10), position_atom::value, key)
-      .then(
-        [=](std::string& epoch, std::uint64_t offset) {
-          self
-            ->request(writer, std::chrono::seconds(10), read_atom::value, key,
-                      since, limit)
-            .then(
-              [=](std::vector<persistence::stored_event>& events) {
-                std::string body = "{\"room_id\":";
-                protocol::append_json_string(body, key);
-                body += ",\"epoch\":";
-                protocol::append_json_string(body, epoch);
-                body += ",\"offset\":" + std::to_string(offset)
-                        + ",\"events\":[";
-                for (std::size_t i = 0; i < events.size(); ++i) {
-                  protocol::publication pub;
-                  pub.room = room;
-                  pub.type = std::move(events[i].type);
-                  pub.event = std::move(events[i].event);
-                  pub.data = std::move(events[i].data);
-                  pub.offset = events[i].offset;
-                  pub.epoch = epoch;
-                  pub.timestamp_ms = events[i].timestamp_ms;
-                  if (i)
-                    body += ',';
-                  body += protocol::encode_event(pub);
-                }
-                body += "]}";
-                respond(json_reply(200, std::move(body)));
-              },
-              fail);
-        },
-        fail);
+        .then(
+            [=](std::string& epoch, std::uint64_t offset) {
+              self->request(writer, std::chrono::seconds(10), read_atom::value,
+                            key, since, limit)
+                  .then(
+                      [=](std::vector<persistence::stored_event>& events) {
+                        std::string body = "{\"room_id\":";
+                        protocol::append_json_string(body, key);
+                        body += ",\"epoch\":";
+                        protocol::append_json_string(body, epoch);
+                        body += ",\"offset\":" + std::to_string(offset) +
+                                ",\"events\":[";
+                        for (std::size_t i = 0; i < events.size(); ++i) {
+                          protocol::publication pub;
+                          pub.room = room;
+                          pub.type = std::move(events[i].type);
+                          pub.event = std::move(events[i].event);
+                          pub.data = std::move(events[i].data);
+                          pub.offset = events[i].offset;
+                          pub.epoch = epoch;
+                          pub.timestamp_ms = events[i].timestamp_ms;
+                          if (i)
+                            body += ',';
+                          body += protocol::encode_event(pub);
+                        }
+                        body += "]}";
+                        respond(json_reply(200, std::move(body)));
+                      },
+                      fail);
+            },
+            fail);
   });
 }
 
@@ -263,8 +259,8 @@ std::string operation_body(const persistence::operation_record& rec,
   protocol::append_json_string(body, rec.owner);
   body += ",\"room_id\":";
   protocol::append_json_string(body, room.str());
-  body += ",\"state\":" + state + ",\"offset\":" + std::to_string(offset)
-          + ",\"epoch\":";
+  body += ",\"state\":" + state + ",\"offset\":" + std::to_string(offset) +
+          ",\"epoch\":";
   protocol::append_json_string(body, epoch);
   return body + "}";
 }
@@ -274,8 +270,8 @@ std::string operation_body(const persistence::operation_record& rec,
 void gateway::operations(std::string_view rest, transport::http_request& req,
                          transport::http_responder& respond) {
   auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-               .count();
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
   if (rest.empty()) { // POST /api/v1/operations
     if (req.method != "POST")
       return respond(error_reply(error_code::method_not_allowed));
@@ -292,23 +288,25 @@ void gateway::operations(std::string_view rest, transport::http_request& req,
     persistence::operation_record rec{op.id, op.kind, op.owner, op.meta, now};
     sys_.spawn([dir = directory_, rec, room = op.room,
                 respond = std::move(respond)](caf::event_based_actor* self) {
-      self
-        ->request(dir, std::chrono::seconds(10), op_create_atom::value, room,
-                  rec)
-        .then(
-          [=](std::string& state, std::uint64_t offset, std::string& epoch) {
-            respond(json_reply(201, operation_body(rec, room, state, offset,
-                                                   epoch)));
-          },
-          [=](caf::error& err) { respond(error_reply(error_code_of(err))); });
+      self->request(dir, std::chrono::seconds(10), op_create_atom::value, room,
+                    rec)
+          .then(
+              [=](std::string& state, std::uint64_t offset,
+                  std::string& epoch) {
+                respond(json_reply(
+                    201, operation_body(rec, room, state, offset, epoch)));
+              },
+              [=](caf::error& err) {
+                respond(error_reply(error_code_of(err)));
+              });
     });
     return;
   }
   // /api/v1/operations/{id}[/events]
   bool events = false;
   constexpr std::string_view events_suffix = "/events";
-  if (rest.size() > events_suffix.size()
-      && rest.substr(rest.size() - events_suffix.size()) == events_suffix) {
+  if (rest.size() > events_suffix.size() &&
+      rest.substr(rest.size() - events_suffix.size()) == events_suffix) {
     events = true;
     rest.remove_suffix(events_suffix.size());
   }
@@ -328,47 +326,51 @@ void gateway::operations(std::string_view rest, transport::http_request& req,
   sys_.spawn([dir = directory_, writer = writer_, id = *id, events, who,
               body = std::move(req.body),
               respond = std::move(respond)](caf::event_based_actor* self) {
-    auto fail = [=](caf::error& err) { respond(error_reply(error_code_of(err))); };
+    auto fail = [=](caf::error& err) {
+      respond(error_reply(error_code_of(err)));
+    };
     self->request(writer, std::chrono::seconds(10), op_get_atom::value, id)
-      .then(
-        [=](bool found, persistence::operation_record& rec) {
-          auto room = protocol::room_id::make(rec.kind, rec.id);
-          if (!found || !room)
-            return respond(error_reply(error_code::operation_not_found));
-          if (who && who->sub != rec.owner
-              && !protocol::may_subscribe(*who, *room))
-            return respond(error_reply(error_code::access_denied));
-          if (events) {
-            auto parsed = protocol::parse_operation_event(body, *room);
-            if (auto* err = std::get_if<protocol::request_error>(&parsed))
-              return respond(error_reply(err->code, err->detail));
-            auto pub = std::get<protocol::publish_request>(std::move(parsed));
-            self
-              ->request(dir, std::chrono::seconds(10), publish_atom::value,
-                        std::move(pub))
-              .then(
-                [=](std::uint64_t offset) {
-                  std::string out = "{\"room_id\":";
-                  protocol::append_json_string(out, room->str());
-                  out += ",\"offset\":" + std::to_string(offset) + "}";
-                  respond(json_reply(200, std::move(out)));
-                },
-                fail);
-            return;
-          }
-          self
-            ->request(dir, std::chrono::seconds(10), state_atom::value, *room)
-            .then(
-              [=](bool exists, std::string& state, std::uint64_t offset,
-                  std::string& epoch) {
-                if (!exists)
-                  return respond(error_reply(error_code::operation_not_found));
-                respond(json_reply(200, operation_body(rec, *room, state,
-                                                       offset, epoch)));
-              },
-              fail);
-        },
-        fail);
+        .then(
+            [=](bool found, persistence::operation_record& rec) {
+              auto room = protocol::room_id::make(rec.kind, rec.id);
+              if (!found || !room)
+                return respond(error_reply(error_code::operation_not_found));
+              if (who && who->sub != rec.owner &&
+                  !protocol::may_subscribe(*who, *room))
+                return respond(error_reply(error_code::access_denied));
+              if (events) {
+                auto parsed = protocol::parse_operation_event(body, *room);
+                if (auto* err = std::get_if<protocol::request_error>(&parsed))
+                  return respond(error_reply(err->code, err->detail));
+                auto pub =
+                    std::get<protocol::publish_request>(std::move(parsed));
+                self->request(dir, std::chrono::seconds(10),
+                              publish_atom::value, std::move(pub))
+                    .then(
+                        [=](std::uint64_t offset) {
+                          std::string out = "{\"room_id\":";
+                          protocol::append_json_string(out, room->str());
+                          out += ",\"offset\":" + std::to_string(offset) + "}";
+                          respond(json_reply(200, std::move(out)));
+                        },
+                        fail);
+                return;
+              }
+              self->request(dir, std::chrono::seconds(10), state_atom::value,
+                            *room)
+                  .then(
+                      [=](bool exists, std::string& state, std::uint64_t offset,
+                          std::string& epoch) {
+                        if (!exists)
+                          return respond(
+                              error_reply(error_code::operation_not_found));
+                        respond(
+                            json_reply(200, operation_body(rec, *room, state,
+                                                           offset, epoch)));
+                      },
+                      fail);
+            },
+            fail);
   });
 }
 
@@ -384,17 +386,16 @@ void gateway::publish(transport::http_request& req,
   // A short-lived actor waits for the commit so no I/O thread blocks.
   sys_.spawn([dir = directory_, pub = std::move(pub), room,
               respond = std::move(respond)](caf::event_based_actor* self) {
-    self
-      ->request(dir, std::chrono::seconds(10), publish_atom::value,
-                std::move(pub))
-      .then(
-        [=](std::uint64_t offset) {
-          std::string body = "{\"room_id\":";
-          protocol::append_json_string(body, room);
-          body += ",\"offset\":" + std::to_string(offset) + "}";
-          respond(json_reply(200, std::move(body)));
-        },
-        [=](caf::error& err) { respond(error_reply(error_code_of(err))); });
+    self->request(dir, std::chrono::seconds(10), publish_atom::value,
+                  std::move(pub))
+        .then(
+            [=](std::uint64_t offset) {
+              std::string body = "{\"room_id\":";
+              protocol::append_json_string(body, room);
+              body += ",\"offset\":" + std::to_string(offset) + "}";
+              respond(json_reply(200, std::move(body)));
+            },
+            [=](caf::error& err) { respond(error_reply(error_code_of(err))); });
   });
 }
 
@@ -418,13 +419,13 @@ gateway::open(const transport::http_request& req,
   // A token key whose value does not decode is a bad token, not a missing
   // one: refuse it now rather than after the auth timeout.
   bool token_sent = token ? !token->empty()
-                          : (query.rfind("token=", 0) == 0
-                             || query.find("&token=") != std::string_view::npos);
+                          : (query.rfind("token=", 0) == 0 ||
+                             query.find("&token=") != std::string_view::npos);
   if (token_sent) {
     auto res = token ? protocol::verify_jwt(*token, *cfg_.conn->key,
                                             cfg_.conn->policy, unix_now())
-                     : result<protocol::claims>{error_info{"UNAUTHORIZED",
-                                                           "malformed token"}};
+                     : result<protocol::claims>{
+                           error_info{"UNAUTHORIZED", "malformed token"}};
     if (!res) {
       node_.counters.auth_failures.fetch_add(1, std::memory_order_relaxed);
       const auto& e = protocol::describe(protocol::close_reason::invalid_token);
@@ -433,8 +434,8 @@ gateway::open(const transport::http_request& req,
     }
     args.claims = std::move(*res);
   }
-  auto conn = spawn_connection(sys_, std::move(args), directory_, node_,
-                               cfg_.conn);
+  auto conn =
+      spawn_connection(sys_, std::move(args), directory_, node_, cfg_.conn);
   return std::make_shared<actor_handler>(std::move(conn));
 }
 

@@ -52,7 +52,7 @@ struct gateway_config {
 };
 
 class gateway : public transport::application {
-public:
+ public:
   gateway(caf::actor_system& sys, caf::actor directory, caf::actor writer,
           node_state& node, gateway_config cfg);
 
@@ -64,8 +64,9 @@ public:
   open(const transport::http_request& req,
        std::shared_ptr<transport::frame_sink> sink) override;
 
-private:
-  void publish(transport::http_request& req, transport::http_responder& respond);
+ private:
+  void publish(transport::http_request& req,
+               transport::http_responder& respond);
   std::optional<protocol::claims> bearer_claims(const std::string& header);
   bool api_key_ok(const std::string& authorization) const;
   void operations(std::string_view rest, transport::http_request& req,

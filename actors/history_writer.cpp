@@ -75,15 +75,14 @@ void commit_pending(writer_actor* self) {
 void apply_retention(writer_actor* self) {
   auto& st = self->state;
   using namespace std::chrono;
-  auto now_ms
-    = duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-        .count();
+  auto now_ms =
+      duration_cast<milliseconds>(system_clock::now().time_since_epoch())
+          .count();
   for (auto& room : st.written) {
     const auto& p = st.cfg.retention.for_room(room);
     auto keep = p.max_events > 0 ? p.max_events
                                  : std::numeric_limits<std::uint64_t>::max();
-    auto min_ts = p.max_age_seconds > 0 ? now_ms - p.max_age_seconds * 1000
-                                        : 0;
+    auto min_ts = p.max_age_seconds > 0 ? now_ms - p.max_age_seconds * 1000 : 0;
     // A failed trim only keeps more history than asked; retried next pass
     // when the room is written again.
     (void)st.store->trim(room, keep, min_ts);
@@ -95,7 +94,7 @@ void queue_append(writer_actor* self, persistence::stored_event ev,
                   std::optional<persistence::snapshot_update> snap) {
   auto& st = self->state;
   st.pending.push_back(
-    {std::move(ev), self->make_response_promise(), std::move(snap)});
+      {std::move(ev), self->make_response_promise(), std::move(snap)});
   if (st.pending.size() >= st.cfg.max_batch) {
     commit_pending(self);
   } else if (!st.flush_scheduled) {
@@ -111,81 +110,82 @@ caf::behavior writer(writer_actor* self,
   self->state.node = node;
   self->state.cfg = cfg;
   return {
-    [=](position_atom, const std::string& room)
-      -> caf::result<std::string, std::uint64_t> {
-      auto pos = self->state.store->position(room);
-      if (!pos)
-        return caf::make_error(caf::sec::runtime_error, pos.error().code);
-      return {pos->epoch, pos->offset};
-    },
-    [=](append_atom, persistence::stored_event& ev) {
-      queue_append(self, std::move(ev), std::nullopt);
-    },
-    [=](append_atom, persistence::stored_event& ev,
-        persistence::snapshot_update& snap) {
-      queue_append(self, std::move(ev), std::move(snap));
-    },
-    [=](snap_get_atom, const std::string& room)
-      -> caf::result<bool, std::uint64_t, std::string> {
-      auto snap = self->state.store->get_snapshot(room);
-      if (!snap)
-        return caf::make_error(caf::sec::runtime_error, snap.error().code);
-      if (!*snap)
-        return {false, std::uint64_t{0}, std::string{}};
-      return {true, (*snap)->offset, std::move((*snap)->state)};
-    },
-    [=](op_create_atom, const persistence::operation_record& op)
-      -> caf::result<bool> {
-      auto res = self->state.store->create_operation(op);
-      if (!res)
-        return caf::make_error(caf::sec::invalid_argument, res.error().code);
-      return *res;
-    },
-    [=](op_get_atom, const std::string& id)
-      -> caf::result<bool, persistence::operation_record> {
-      auto op = self->state.store->get_operation(id);
-      if (!op)
-        return caf::make_error(caf::sec::runtime_error, op.error().code);
-      if (!*op)
-        return {false, persistence::operation_record{}};
-      return {true, std::move(**op)};
-    },
+      [=](position_atom,
+          const std::string& room) -> caf::result<std::string, std::uint64_t> {
+        auto pos = self->state.store->position(room);
+        if (!pos)
+          return caf::make_error(caf::sec::runtime_error, pos.error().code);
+        return {pos->epoch, pos->offset};
+      },
+      [=](append_atom, persistence::stored_event& ev) {
+        queue_append(self, std::move(ev), std::nullopt);
+      },
+      [=](append_atom, persistence::stored_event& ev,
+          persistence::snapshot_update& snap) {
+        queue_append(self, std::move(ev), std::move(snap));
+      },
+      [=](snap_get_atom, const std::string& room)
+          -> caf::result<bool, std::uint64_t, std::string> {
+        auto snap = self->state.store->get_snapshot(room);
+        if (!snap)
+          return caf::make_error(caf::sec::runtime_error, snap.error().code);
+        if (!*snap)
+          return {false, std::uint64_t{0}, std::string{}};
+        return {true, (*snap)->offset, std::move((*snap)->state)};
+      },
+      [=](op_create_atom,
+          const persistence::operation_record& op) -> caf::result<bool> {
+        auto res = self->state.store->create_operation(op);
+        if (!res)
+          return caf::make_error(caf::sec::invalid_argument, res.error().code);
+        return *res;
+      },
+      [=](op_get_atom, const std::string& id)
+          -> caf::result<bool, persistence::operation_record> {
+        auto op = self->state.store->get_operation(id);
+        if (!op)
+          return caf::make_error(caf::sec::runtime_error, op.error().code);
+        if (!*op)
+          return {false, persistence::operation_record{}};
+        return {true, std::move(**op)};
+      },
 
-    [=](read_atom, const std::string& room, std::uint64_t after,
-        std::uint64_t limit)
-      -> caf::result<std::vector<persistence::stored_event>> {
-      // Appends queued before this read are committed first, so a reader
-      // sees every offset its room has acknowledged.
-      commit_pending(self);
-      auto events = self->state.store->read_since(room, after, limit);
-      if (!events)
-        return caf::make_error(caf::sec::runtime_error, events.error().code);
-      return std::move(*events);
-    },
-    [=](flush_atom) { commit_pending(self); },
-    [=](sweep_atom) {
-      auto& st = self->state;
-      auto rooms = st.store->rooms();
-      if (!rooms)
-        return;
-      for (auto& room : *rooms)
-        if (st.cfg.retention.for_room(room).max_age_seconds > 0)
-          st.written.insert(std::move(room));
-      apply_retention(self);
-    },
-    [=](shutdown_atom) {
-      commit_pending(self);
-      self->state.store.reset(); // closes the store cleanly
-      self->quit();
-    },
+      [=](read_atom, const std::string& room, std::uint64_t after,
+          std::uint64_t limit)
+          -> caf::result<std::vector<persistence::stored_event>> {
+        // Appends queued before this read are committed first, so a reader
+        // sees every offset its room has acknowledged.
+        commit_pending(self);
+        auto events = self->state.store->read_since(room, after, limit);
+        if (!events)
+          return caf::make_error(caf::sec::runtime_error, events.error().code);
+        return std::move(*events);
+      },
+      [=](flush_atom) { commit_pending(self); },
+      [=](sweep_atom) {
+        auto& st = self->state;
+        auto rooms = st.store->rooms();
+        if (!rooms)
+          return;
+        for (auto& room : *rooms)
+          if (st.cfg.retention.for_room(room).max_age_seconds > 0)
+            st.written.insert(std::move(room));
+        apply_retention(self);
+      },
+      [=](shutdown_atom) {
+        commit_pending(self);
+        self->state.store.reset(); // closes the store cleanly
+        self->quit();
+      },
   };
 }
 
 } // namespace
 
-caf::actor spawn_history_writer(caf::actor_system& sys,
-                                std::shared_ptr<persistence::history_store> store,
-                                node_state& node, history_writer_config cfg) {
+caf::actor
+spawn_history_writer(caf::actor_system& sys,
+                     std::shared_ptr<persistence::history_store> store,
+                     node_state& node, history_writer_config cfg) {
   if (cfg.detached)
     return sys.spawn<caf::detached>(writer, std::move(store), &node, cfg);
   return sys.spawn(writer, std::move(store), &node, cfg);

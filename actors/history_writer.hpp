@@ -46,16 +46,17 @@ struct history_writer_config {
   /// Own thread (production). Tests run it on the deterministic scheduler.
   bool detached = true;
   /// History kept per room kind; applied after a commit, at most once per
-  /// `trim_interval`, to the rooms written since the last pass. A resume that reaches into trimmed
-  /// history gets `recovered: false`, never a gap (see room.hpp).
+  /// `trim_interval`, to the rooms written since the last pass. A resume that
+  /// reaches into trimmed history gets `recovered: false`, never a gap (see
+  /// room.hpp).
   persistence::retention_rules retention;
   std::chrono::milliseconds trim_interval{5000};
 };
 
-caf::actor spawn_history_writer(caf::actor_system& sys,
-                                std::shared_ptr<persistence::history_store> store,
-                                node_state& node,
-                                history_writer_config cfg = {});
+caf::actor
+spawn_history_writer(caf::actor_system& sys,
+                     std::shared_ptr<persistence::history_store> store,
+                     node_state& node, history_writer_config cfg = {});
 
 } // namespace tidings::actors
 

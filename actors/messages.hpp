@@ -75,10 +75,10 @@ inline protocol::error_code error_code_of(const caf::error& err) {
     return protocol::error_code::unavailable;
   auto text = caf::to_string(err);
   const protocol::error_entry* best = nullptr;
-  for (auto* e = protocol::error_table_begin(); e != protocol::error_table_end();
-       ++e)
-    if (text.find(e->name) != std::string::npos
-        && (!best || e->name.size() > best->name.size()))
+  for (auto* e = protocol::error_table_begin();
+       e != protocol::error_table_end(); ++e)
+    if (text.find(e->name) != std::string::npos &&
+        (!best || e->name.size() > best->name.size()))
       best = e;
   return best ? best->code : protocol::error_code::unavailable;
 }

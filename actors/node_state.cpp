@@ -100,8 +100,8 @@ std::string node_state::render_metrics() const {
          active_room_count());
   metric("tidings_room_actors", "gauge", "Room actors alive on this node.",
          c.rooms_alive.load());
-  metric("tidings_messages_in_total", "counter",
-         "Client commands received.", c.messages_in.load());
+  metric("tidings_messages_in_total", "counter", "Client commands received.",
+         c.messages_in.load());
   metric("tidings_publications_total", "counter",
          "Publications committed to history and fanned out.",
          c.publications.load());
@@ -112,21 +112,20 @@ std::string node_state::render_metrics() const {
          "Event frames handed to sessions (one per subscriber per event).",
          c.deliveries.load());
   metric("tidings_message_bytes_out_total", "counter",
-         "Bytes of event frames handed to sessions.",
-         c.delivery_bytes.load());
+         "Bytes of event frames handed to sessions.", c.delivery_bytes.load());
   metric("tidings_deliveries_dropped_total", "counter",
          "Event frames a closing or slow session refused.",
          c.dropped_deliveries.load());
-  metric("tidings_errors_total", "counter",
-         "Error frames sent to clients.", c.errors_sent.load());
+  metric("tidings_errors_total", "counter", "Error frames sent to clients.",
+         c.errors_sent.load());
   metric("tidings_rate_limited_total", "counter",
          "Client commands dropped by the per-connection rate limit.",
          c.rate_limited.load());
   metric("tidings_history_commits_total", "counter",
          "History transactions committed (group commits).",
          c.history_commits.load());
-  metric("tidings_history_rows_total", "counter",
-         "History rows committed.", c.history_rows.load());
+  metric("tidings_history_rows_total", "counter", "History rows committed.",
+         c.history_rows.load());
   return out.str();
 }
 

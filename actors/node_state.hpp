@@ -16,21 +16,21 @@ namespace tidings::actors {
 struct node_counters {
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::uint64_t> auth_failures{0};
-  std::atomic<std::uint64_t> messages_in{0};    // client commands
-  std::atomic<std::uint64_t> publications{0};   // committed publishes
+  std::atomic<std::uint64_t> messages_in{0};  // client commands
+  std::atomic<std::uint64_t> publications{0}; // committed publishes
   std::atomic<std::uint64_t> publish_errors{0};
-  std::atomic<std::uint64_t> deliveries{0};     // frames handed to sessions
+  std::atomic<std::uint64_t> deliveries{0}; // frames handed to sessions
   std::atomic<std::uint64_t> delivery_bytes{0};
   std::atomic<std::uint64_t> dropped_deliveries{0}; // sink refused (closing)
-  std::atomic<std::uint64_t> errors_sent{0};    // error frames to clients
+  std::atomic<std::uint64_t> errors_sent{0};        // error frames to clients
   std::atomic<std::uint64_t> rate_limited{0};
-  std::atomic<std::int64_t> rooms_alive{0};     // room actors
+  std::atomic<std::int64_t> rooms_alive{0}; // room actors
   std::atomic<std::uint64_t> history_commits{0};
   std::atomic<std::uint64_t> history_rows{0};
 };
 
 class node_state {
-public:
+ public:
   node_counters counters;
 
   void connection_opened(const std::string& user);
@@ -49,7 +49,7 @@ public:
   /// Prometheus text exposition (version 0.0.4) of everything above.
   std::string render_metrics() const;
 
-private:
+ private:
   struct user_entry {
     std::uint64_t connections = 0;
     std::map<std::string, std::uint64_t> rooms; // room → subscriptions

@@ -1,8 +1,8 @@
 #include "actors/room.hpp"
 
+#include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 #include "persistence/history_store.hpp"
-#include "actors/history_writer.hpp"
 #include "protocol/native.hpp"
 
 #include <caf/all.hpp>
@@ -19,7 +19,7 @@ namespace {
 std::int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-    .count();
+      .count();
 }
 
 /// A resuming subscriber while its missed events are read from history.
@@ -146,10 +146,10 @@ void go_live(room_actor* self, subscriber sub, std::uint64_t offset,
              std::optional<bool> recovered) {
   auto& st = self->state;
   sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-    true, st.id, {st.epoch, offset}, now_ms(), recovered)));
+      true, st.id, {st.epoch, offset}, now_ms(), recovered)));
   if (st.reducer)
     sub.sink->deliver(transport::make_frame(protocol::encode_current_state(
-      st.id, {st.epoch, st.committed}, st.op_state, now_ms())));
+        st.id, {st.epoch, st.committed}, st.op_state, now_ms())));
   st.subs.emplace(sub.conn_id, std::move(sub));
 }
 
@@ -193,9 +193,9 @@ void pump(room_actor* self, std::uint64_t conn_id) {
   bool open = true;
   while (open && cu.next < cu.history.size() && sink.queued_bytes() < budget)
     open = sink.deliver(transport::make_frame(
-      encode_for(cu.sub.wire, to_publication(st, cu.history[cu.next++]))));
-  while (open && cu.next == cu.history.size() && !cu.live.empty()
-         && sink.queued_bytes() < budget) {
+        encode_for(cu.sub.wire, to_publication(st, cu.history[cu.next++]))));
+  while (open && cu.next == cu.history.size() && !cu.live.empty() &&
+         sink.queued_bytes() < budget) {
     open = sink.deliver(std::move(cu.live.front()));
     cu.live.pop_front();
   }
@@ -230,7 +230,7 @@ void finish_catch_up(room_actor* self, std::uint64_t conn_id,
   auto& cu = i->second;
   bool recovered = events && fills_gap(*events, after, cu.target);
   cu.sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-    true, st.id, {st.epoch, cu.target}, now_ms(), recovered)));
+      true, st.id, {st.epoch, cu.target}, now_ms(), recovered)));
   if (recovered)
     cu.history = std::move(*events);
   cu.replied = true;
@@ -265,8 +265,8 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
     go_live(self, std::move(sub), target, std::nullopt);
     return {me, st.epoch, target};
   }
-  if (since->epoch != st.epoch || since->offset > target
-      || target - since->offset > st.cfg.replay_limit) {
+  if (since->epoch != st.epoch || since->offset > target ||
+      target - since->offset > st.cfg.replay_limit) {
     go_live(self, std::move(sub), target, false);
     return {me, st.epoch, target};
   }
@@ -277,26 +277,27 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   auto conn_id = sub.conn_id;
   auto after = since->offset;
   auto rp = self->make_response_promise();
-  st.catching_up[conn_id] = catch_up{std::move(sub), target, {}, rp};
-  self
-    ->request(st.writer, caf::infinite, read_atom::value, st.id.str(), after,
-              target - after)
-    .then(
-      [=](std::vector<persistence::stored_event>& events) {
-        finish_catch_up(self, conn_id, after, &events);
-      },
-      [=](caf::error&) { finish_catch_up(self, conn_id, after, nullptr); });
+  auto& cu = st.catching_up[conn_id];
+  cu.sub = std::move(sub);
+  cu.target = target;
+  cu.rp = rp;
+  self->request(st.writer, caf::infinite, read_atom::value, st.id.str(), after,
+                target - after)
+      .then(
+          [=](std::vector<persistence::stored_event>& events) {
+            finish_catch_up(self, conn_id, after, &events);
+          },
+          [=](caf::error&) { finish_catch_up(self, conn_id, after, nullptr); });
   return rp;
 }
 
-void remember_id(room_state& st, const std::string& id,
-                 std::uint64_t offset) {
+void remember_id(room_state& st, const std::string& id, std::uint64_t offset) {
   if (id.empty())
     return;
   st.ids[id] = offset;
   st.id_order.emplace_back(offset, id);
-  while (!st.id_order.empty()
-         && st.id_order.front().first + st.cfg.dedupe_window <= offset) {
+  while (!st.id_order.empty() &&
+         st.id_order.front().first + st.cfg.dedupe_window <= offset) {
     auto& [off, old] = st.id_order.front();
     if (auto i = st.ids.find(old); i != st.ids.end() && i->second == off)
       st.ids.erase(i);
@@ -333,8 +334,8 @@ caf::result<std::uint64_t> publish(room_actor* self,
       return rp;
     }
   }
-  if (st.resyncing || st.retiring
-      || st.in_flight >= st.cfg.max_pending_publishes) {
+  if (st.resyncing || st.retiring ||
+      st.in_flight >= st.cfg.max_pending_publishes) {
     st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
     return caf::make_error(caf::sec::request_timeout, "unavailable");
   }
@@ -347,8 +348,8 @@ caf::result<std::uint64_t> publish(room_actor* self,
   pub.offset = ++st.assigned;
   pub.epoch = st.epoch;
   pub.timestamp_ms = now_ms();
-  persistence::stored_event ev{st.id.str(), pub.offset,   pub.timestamp_ms,
-                               pub.type,    pub.event,    pub.data,
+  persistence::stored_event ev{st.id.str(),   pub.offset, pub.timestamp_ms,
+                               pub.type,      pub.event,  pub.data,
                                pub.publish_id};
   remember_id(st, pub.publish_id, pub.offset);
   ++st.in_flight;
@@ -356,39 +357,39 @@ caf::result<std::uint64_t> publish(room_actor* self,
   std::optional<persistence::snapshot_update> snap;
   if (st.reducer) {
     st.pending_state = st.reducer->apply(st.pending_state, pub);
-    snap = persistence::snapshot_update{st.id.str(), pub.offset,
-                                        st.pending_state};
+    snap =
+        persistence::snapshot_update{st.id.str(), pub.offset, st.pending_state};
   }
-  auto req_append = snap ? self->request(st.writer, caf::infinite,
-                                         append_atom::value, std::move(ev),
-                                         *snap)
-                         : self->request(st.writer, caf::infinite,
-                                         append_atom::value, std::move(ev));
+  auto req_append =
+      snap ? self->request(st.writer, caf::infinite, append_atom::value,
+                           std::move(ev), *snap)
+           : self->request(st.writer, caf::infinite, append_atom::value,
+                           std::move(ev));
   auto new_state = snap ? snap->state : std::string{};
   std::move(req_append)
-    .then(
-      [=](std::uint64_t offset) mutable {
-        self->state.committed = offset;
-        if (self->state.reducer)
-          self->state.op_state = new_state;
-        fan_out(self, pub);
-        rp.deliver(offset);
-        release_waiters(self->state, offset, nullptr);
-        append_done(self);
-      },
-      [=](caf::error& err) mutable {
-        auto& st = self->state;
-        st.resyncing = true;
-        st.node->counters.publish_errors.fetch_add(1,
-                                                   std::memory_order_relaxed);
-        // Not stored: a retry of this publish_id must publish anew.
-        if (auto i = st.ids.find(pub.publish_id);
-            i != st.ids.end() && i->second == pub.offset)
-          st.ids.erase(i);
-        release_waiters(st, pub.offset, &err);
-        rp.deliver(std::move(err));
-        append_done(self);
-      });
+      .then(
+          [=](std::uint64_t offset) mutable {
+            self->state.committed = offset;
+            if (self->state.reducer)
+              self->state.op_state = new_state;
+            fan_out(self, pub);
+            rp.deliver(offset);
+            release_waiters(self->state, offset, nullptr);
+            append_done(self);
+          },
+          [=](caf::error& err) mutable {
+            auto& st = self->state;
+            st.resyncing = true;
+            st.node->counters.publish_errors.fetch_add(
+                1, std::memory_order_relaxed);
+            // Not stored: a retry of this publish_id must publish anew.
+            if (auto i = st.ids.find(pub.publish_id);
+                i != st.ids.end() && i->second == pub.offset)
+              st.ids.erase(i);
+            release_waiters(st, pub.offset, &err);
+            rp.deliver(std::move(err));
+            append_done(self);
+          });
   return rp;
 }
 
@@ -401,41 +402,44 @@ protocol::operation_info to_info(const persistence::operation_record& r) {
 void load_operation(room_actor* self) {
   auto& st = self->state;
   self->request(st.writer, caf::infinite, op_get_atom::value, st.id.id())
-    .await(
-      [=](bool found, persistence::operation_record& rec) {
-        auto& st = self->state;
-        if (!found || rec.kind != st.id.kind())
-          return;
-        st.op_exists = true;
-        st.op_state = st.reducer->initial(to_info(rec));
-        self->request(st.writer, caf::infinite, snap_get_atom::value,
-                      st.id.str())
-          .await(
-            [=](bool has, std::uint64_t offset, std::string& state) {
-              auto& st = self->state;
-              if (has)
-                st.op_state = std::move(state);
-              st.pending_state = st.op_state;
-              if (offset >= st.committed)
-                return;
-              // Events newer than the snapshot (not expected: they commit
-              // together); fold them so the state matches the offset.
-              self
-                ->request(st.writer, caf::infinite, read_atom::value,
-                          st.id.str(), offset, st.committed - offset)
+      .await(
+          [=](bool found, persistence::operation_record& rec) {
+            auto& st = self->state;
+            if (!found || rec.kind != st.id.kind())
+              return;
+            st.op_exists = true;
+            st.op_state = st.reducer->initial(to_info(rec));
+            self->request(st.writer, caf::infinite, snap_get_atom::value,
+                          st.id.str())
                 .await(
-                  [=](std::vector<persistence::stored_event>& events) {
-                    auto& st = self->state;
-                    for (auto& ev : events)
-                      st.op_state = st.reducer->apply(st.op_state,
-                                                      to_publication(st, ev));
-                    st.pending_state = st.op_state;
-                  },
-                  [=](caf::error& err) { self->quit(std::move(err)); });
-            },
-            [=](caf::error& err) { self->quit(std::move(err)); });
-      },
-      [=](caf::error& err) { self->quit(std::move(err)); });
+                    [=](bool has, std::uint64_t offset, std::string& state) {
+                      auto& st = self->state;
+                      if (has)
+                        st.op_state = std::move(state);
+                      st.pending_state = st.op_state;
+                      if (offset >= st.committed)
+                        return;
+                      // Events newer than the snapshot (not expected: they
+                      // commit together); fold them so the state matches the
+                      // offset.
+                      self->request(st.writer, caf::infinite, read_atom::value,
+                                    st.id.str(), offset, st.committed - offset)
+                          .await(
+                              [=](std::vector<persistence::stored_event>&
+                                      events) {
+                                auto& st = self->state;
+                                for (auto& ev : events)
+                                  st.op_state = st.reducer->apply(
+                                      st.op_state, to_publication(st, ev));
+                                st.pending_state = st.op_state;
+                              },
+                              [=](caf::error& err) {
+                                self->quit(std::move(err));
+                              });
+                    },
+                    [=](caf::error& err) { self->quit(std::move(err)); });
+          },
+          [=](caf::error& err) { self->quit(std::move(err)); });
 }
 
 caf::result<std::string, std::uint64_t, std::string>
@@ -447,16 +451,17 @@ create_operation(room_actor* self, persistence::operation_record& rec) {
     return client_error(protocol::error_code::invalid_message);
   auto rp = self->make_response_promise();
   self->request(st.writer, caf::infinite, op_create_atom::value, rec)
-    .await(
-      [=](bool) mutable {
-        auto& st = self->state;
-        if (!st.op_exists) {
-          st.op_exists = true;
-          st.op_state = st.pending_state = st.reducer->initial(to_info(rec));
-        }
-        rp.deliver(st.op_state, st.committed, st.epoch);
-      },
-      [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      .await(
+          [=](bool) mutable {
+            auto& st = self->state;
+            if (!st.op_exists) {
+              st.op_exists = true;
+              st.op_state = st.pending_state =
+                  st.reducer->initial(to_info(rec));
+            }
+            rp.deliver(st.op_state, st.committed, st.epoch);
+          },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
 }
 
@@ -488,17 +493,15 @@ caf::result<std::uint64_t> run_command(room_actor* self,
   return publish(self, req); // counts the directory message itself
 }
 
-caf::behavior room(room_actor* self, protocol::room_id id,
-                   caf::actor directory, caf::actor writer, node_state* node,
-                   room_config cfg) {
+caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
+                   caf::actor writer, node_state* node, room_config cfg) {
   auto& st = self->state;
   st.id = std::move(id);
   st.directory = std::move(directory);
   st.writer = std::move(writer);
   st.node = node;
   st.cfg = cfg;
-  if (cfg.kinds)
-  {
+  if (cfg.kinds) {
     st.reducer = cfg.kinds->operation_reducer(st.id.kind());
     st.commands = cfg.kinds->commands(st.id.kind());
   }
@@ -518,7 +521,7 @@ caf::behavior room(room_actor* self, protocol::room_id id,
       if (i->second.sub.conn.address() == dm.source) {
         if (!i->second.replied)
           i->second.rp.deliver(
-            caf::make_error(caf::sec::request_receiver_down));
+              caf::make_error(caf::sec::request_receiver_down));
         st.catching_up.erase(i);
         break;
       }
@@ -526,94 +529,93 @@ caf::behavior room(room_actor* self, protocol::room_id id,
   });
   // Nothing else is handled until the room knows its epoch and offset.
   self->request(st.writer, caf::infinite, position_atom::value, st.id.str())
-    .await(
-      [=](std::string& epoch, std::uint64_t offset) {
-        auto& st = self->state;
-        st.epoch = std::move(epoch);
-        st.assigned = st.committed = offset;
-        schedule_idle_check(self);
-        if (st.reducer)
-          load_operation(self);
-        if (offset == 0 || st.cfg.dedupe_window == 0)
-          return;
-        auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
-        self
-          ->request(st.writer, caf::infinite, read_atom::value, st.id.str(),
-                    offset - window, window)
-          .await(
-            [=](std::vector<persistence::stored_event>& events) {
-              for (auto& ev : events)
-                remember_id(self->state, ev.publish_id, ev.offset);
-            },
-            [=](caf::error& err) { self->quit(std::move(err)); });
-      },
-      [=](caf::error& err) { self->quit(std::move(err)); });
+      .await(
+          [=](std::string& epoch, std::uint64_t offset) {
+            auto& st = self->state;
+            st.epoch = std::move(epoch);
+            st.assigned = st.committed = offset;
+            schedule_idle_check(self);
+            if (st.reducer)
+              load_operation(self);
+            if (offset == 0 || st.cfg.dedupe_window == 0)
+              return;
+            auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
+            self->request(st.writer, caf::infinite, read_atom::value,
+                          st.id.str(), offset - window, window)
+                .await(
+                    [=](std::vector<persistence::stored_event>& events) {
+                      for (auto& ev : events)
+                        remember_id(self->state, ev.publish_id, ev.offset);
+                    },
+                    [=](caf::error& err) { self->quit(std::move(err)); });
+          },
+          [=](caf::error& err) { self->quit(std::move(err)); });
   return {
-    [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
-    [=](pump_atom, std::uint64_t conn_id) { pump(self, conn_id); },
-    [=](command_atom, const std::string& name, const std::string& args,
-        const std::string& caller) {
-      return run_command(self, name, args, caller);
-    },
-    [=](op_create_atom, persistence::operation_record& rec) {
-      return create_operation(self, rec);
-    },
-    [=](state_atom) -> caf::result<bool, std::string, std::uint64_t,
-                                   std::string> {
-      auto& st = self->state;
-      ++st.from_directory;
-      return {st.op_exists, st.op_state, st.committed, st.epoch};
-    },
-    [=](unsub_atom, std::uint64_t conn_id) {
-      auto& st = self->state;
-      if (auto c = st.catching_up.find(conn_id); c != st.catching_up.end()) {
-        auto sink = c->second.sub.sink;
-        self->demonitor(c->second.sub.conn);
-        st.catching_up.erase(c);
-        sink->deliver(transport::make_frame(protocol::encode_subscription(
-          false, st.id, {st.epoch, st.committed}, now_ms())));
+      [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
+      [=](pump_atom, std::uint64_t conn_id) { pump(self, conn_id); },
+      [=](command_atom, const std::string& name, const std::string& args,
+          const std::string& caller) {
+        return run_command(self, name, args, caller);
+      },
+      [=](op_create_atom, persistence::operation_record& rec) {
+        return create_operation(self, rec);
+      },
+      [=](state_atom)
+          -> caf::result<bool, std::string, std::uint64_t, std::string> {
+        auto& st = self->state;
+        ++st.from_directory;
+        return {st.op_exists, st.op_state, st.committed, st.epoch};
+      },
+      [=](unsub_atom, std::uint64_t conn_id) {
+        auto& st = self->state;
+        if (auto c = st.catching_up.find(conn_id); c != st.catching_up.end()) {
+          auto sink = c->second.sub.sink;
+          self->demonitor(c->second.sub.conn);
+          st.catching_up.erase(c);
+          sink->deliver(transport::make_frame(protocol::encode_subscription(
+              false, st.id, {st.epoch, st.committed}, now_ms())));
+          went_empty(self);
+          return true;
+        }
+        auto i = st.subs.find(conn_id);
+        if (i == st.subs.end())
+          return false;
+        auto sub = std::move(i->second);
+        st.subs.erase(i);
+        self->demonitor(sub.conn);
+        sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+            false, st.id, {st.epoch, st.committed}, now_ms())));
         went_empty(self);
         return true;
-      }
-      auto i = st.subs.find(conn_id);
-      if (i == st.subs.end())
-        return false;
-      auto sub = std::move(i->second);
-      st.subs.erase(i);
-      self->demonitor(sub.conn);
-      sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-        false, st.id, {st.epoch, st.committed}, now_ms())));
-      went_empty(self);
-      return true;
-    },
-    [=](publish_atom, protocol::publish_request& req) {
-      return publish(self, req);
-    },
-    [=](tick_atom) {
-      auto& st = self->state;
-      if (has_subscribers(st) || st.retiring)
-        return;
-      auto quiet = self->clock().now() - st.last_activity;
-      if (st.in_flight == 0 && quiet >= st.cfg.idle_timeout)
-        self->send(st.directory, idle_atom::value, st.id.str(),
-                   st.from_directory);
-      // Checked again later: the directory may refuse (something in flight).
-      schedule_idle_check(self);
-    },
-    [=](retire_atom) {
-      self->state.retiring = true;
-      if (has_subscribers(self->state))
-        self->state.node->room_active(self->state.id.str(), false);
-      maybe_quit_retiring(self);
-    },
+      },
+      [=](publish_atom, protocol::publish_request& req) {
+        return publish(self, req);
+      },
+      [=](tick_atom) {
+        auto& st = self->state;
+        if (has_subscribers(st) || st.retiring)
+          return;
+        auto quiet = self->clock().now() - st.last_activity;
+        if (st.in_flight == 0 && quiet >= st.cfg.idle_timeout)
+          self->send(st.directory, idle_atom::value, st.id.str(),
+                     st.from_directory);
+        // Checked again later: the directory may refuse (something in flight).
+        schedule_idle_check(self);
+      },
+      [=](retire_atom) {
+        self->state.retiring = true;
+        if (has_subscribers(self->state))
+          self->state.node->room_active(self->state.id.str(), false);
+        maybe_quit_retiring(self);
+      },
   };
 }
 
 } // namespace
 
 caf::actor spawn_room(caf::local_actor* parent, protocol::room_id id,
-                      caf::actor directory, caf::actor writer,
-                      node_state& node, room_config cfg) {
+                      caf::actor directory, caf::actor writer, node_state& node,
+                      room_config cfg) {
   return parent->spawn(room, std::move(id), std::move(directory),
                        std::move(writer), &node, cfg);
 }

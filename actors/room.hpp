@@ -76,7 +76,7 @@ struct room_config {
 
 /// Spawned by the directory; `directory` receives idle requests.
 caf::actor spawn_room(caf::local_actor* parent, protocol::room_id id,
-                      caf::actor directory, caf::actor writer,
-                      node_state& node, room_config cfg);
+                      caf::actor directory, caf::actor writer, node_state& node,
+                      room_config cfg);
 
 } // namespace tidings::actors

@@ -35,8 +35,8 @@ entry& room_for(directory_actor* self, const protocol::room_id& id) {
   auto i = st.rooms.find(id.str());
   if (i != st.rooms.end())
     return i->second;
-  auto room = spawn_room(self, id, caf::actor_cast<caf::actor>(self),
-                         st.writer, *st.node, st.cfg);
+  auto room = spawn_room(self, id, caf::actor_cast<caf::actor>(self), st.writer,
+                         *st.node, st.cfg);
   self->monitor(room);
   ++st.alive;
   st.keys.emplace(room.address(), id.str());
@@ -76,64 +76,64 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
     finish_shutdown_if_done(self);
   });
   return {
-    [=](subscribe_atom a, protocol::room_id& id, subscriber& sub) {
-      auto& e = room_for(self, id);
-      ++e.forwarded;
-      return self->delegate(e.room, a, std::move(sub));
-    },
-    [=](publish_atom a, protocol::publish_request& req) {
-      auto& e = room_for(self, req.room);
-      ++e.forwarded;
-      return self->delegate(e.room, a, std::move(req));
-    },
-    [=](op_create_atom a, protocol::room_id& id,
-        persistence::operation_record& rec) {
-      auto& e = room_for(self, id);
-      ++e.forwarded;
-      return self->delegate(e.room, a, std::move(rec));
-    },
-    [=](command_atom a, protocol::room_id& id, std::string& name,
-        std::string& args, std::string& caller) {
-      auto& e = room_for(self, id);
-      ++e.forwarded;
-      return self->delegate(e.room, a, std::move(name), std::move(args),
-                            std::move(caller));
-    },
-    [=](state_atom a, protocol::room_id& id) {
-      auto& e = room_for(self, id);
-      ++e.forwarded;
-      return self->delegate(e.room, a);
-    },
-    [=](sweep_atom) {
-      auto& st = self->state;
-      if (st.shutting_down)
-        return;
-      self->send(st.writer, sweep_atom::value);
-      self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
-    },
-    [=](idle_atom, const std::string& key, std::uint64_t seen) {
-      auto& st = self->state;
-      auto i = st.rooms.find(key);
-      if (i == st.rooms.end() || i->second.forwarded != seen
-          || caf::actor_cast<caf::actor_addr>(self->current_sender())
-               != i->second.room.address())
-        return;
-      // Erased now, so the next message for this key spawns a new room;
-      // the old one saw everything sent to it and quits on retire.
-      self->send(i->second.room, retire_atom::value);
-      st.rooms.erase(i);
-    },
-    [=](shutdown_atom) -> caf::result<bool> {
-      auto& st = self->state;
-      st.shutting_down = true;
-      for (auto& [key, e] : st.rooms)
-        self->send(e.room, retire_atom::value);
-      st.rooms.clear();
-      st.shutdown_rp = self->make_response_promise();
-      auto rp = st.shutdown_rp;
-      finish_shutdown_if_done(self);
-      return rp;
-    },
+      [=](subscribe_atom a, protocol::room_id& id, subscriber& sub) {
+        auto& e = room_for(self, id);
+        ++e.forwarded;
+        return self->delegate(e.room, a, std::move(sub));
+      },
+      [=](publish_atom a, protocol::publish_request& req) {
+        auto& e = room_for(self, req.room);
+        ++e.forwarded;
+        return self->delegate(e.room, a, std::move(req));
+      },
+      [=](op_create_atom a, protocol::room_id& id,
+          persistence::operation_record& rec) {
+        auto& e = room_for(self, id);
+        ++e.forwarded;
+        return self->delegate(e.room, a, std::move(rec));
+      },
+      [=](command_atom a, protocol::room_id& id, std::string& name,
+          std::string& args, std::string& caller) {
+        auto& e = room_for(self, id);
+        ++e.forwarded;
+        return self->delegate(e.room, a, std::move(name), std::move(args),
+                              std::move(caller));
+      },
+      [=](state_atom a, protocol::room_id& id) {
+        auto& e = room_for(self, id);
+        ++e.forwarded;
+        return self->delegate(e.room, a);
+      },
+      [=](sweep_atom) {
+        auto& st = self->state;
+        if (st.shutting_down)
+          return;
+        self->send(st.writer, sweep_atom::value);
+        self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
+      },
+      [=](idle_atom, const std::string& key, std::uint64_t seen) {
+        auto& st = self->state;
+        auto i = st.rooms.find(key);
+        if (i == st.rooms.end() || i->second.forwarded != seen ||
+            caf::actor_cast<caf::actor_addr>(self->current_sender()) !=
+                i->second.room.address())
+          return;
+        // Erased now, so the next message for this key spawns a new room;
+        // the old one saw everything sent to it and quits on retire.
+        self->send(i->second.room, retire_atom::value);
+        st.rooms.erase(i);
+      },
+      [=](shutdown_atom) -> caf::result<bool> {
+        auto& st = self->state;
+        st.shutting_down = true;
+        for (auto& [key, e] : st.rooms)
+          self->send(e.room, retire_atom::value);
+        st.rooms.clear();
+        st.shutdown_rp = self->make_response_promise();
+        auto rp = st.shutdown_rp;
+        finish_shutdown_if_done(self);
+        return rp;
+      },
   };
 }
 

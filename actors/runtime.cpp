@@ -43,8 +43,7 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
     auto opened = persistence::sqlite_store::open(opt);
     if (!opened)
       return opened.error();
-    store = std::shared_ptr<persistence::history_store>(
-      std::move(*opened));
+    store = std::shared_ptr<persistence::history_store>(std::move(*opened));
   }
   std::unique_ptr<runtime> rt{new runtime};
   auto& im = *rt->impl_;
@@ -86,7 +85,7 @@ void runtime::shutdown() {
     caf::scoped_actor self{*im.sys};
     bool clean = false;
     self->request(im.directory, std::chrono::seconds(30), shutdown_atom::value)
-      .receive([&](bool) { clean = true; }, [](caf::error&) {});
+        .receive([&](bool) { clean = true; }, [](caf::error&) {});
     if (!clean) {
       // Rooms did not drain in time: stop them; the writer still commits
       // what reached it.

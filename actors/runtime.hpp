@@ -37,7 +37,7 @@ struct node_config {
 };
 
 class runtime {
-public:
+ public:
   /// Opens the history store and starts the actors.
   static result<std::unique_ptr<runtime>> start(node_config cfg);
 
@@ -51,7 +51,7 @@ public:
   /// history and stops the actors. Call after the transport has stopped.
   void shutdown();
 
-private:
+ private:
   runtime();
   struct impl;
   std::unique_ptr<impl> impl_;

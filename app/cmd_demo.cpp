@@ -59,11 +59,11 @@ bool run_execution(demo_publisher& p, const std::string& exec_id, int nodes,
     double pct = nodes ? 100.0 * done / nodes : 100.0;
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.1f", pct);
-    return "{\"execution_id\":" + quoted(exec_id) + ",\"status\":\"" + status
-           + "\",\"progress_percentage\":" + buf
-           + ",\"completed_nodes\":" + std::to_string(done)
-           + ",\"total_nodes\":" + std::to_string(nodes)
-           + ",\"current_node\":" + quoted(current) + "}";
+    return "{\"execution_id\":" + quoted(exec_id) + ",\"status\":\"" + status +
+           "\",\"progress_percentage\":" + buf +
+           ",\"completed_nodes\":" + std::to_string(done) +
+           ",\"total_nodes\":" + std::to_string(nodes) +
+           ",\"current_node\":" + quoted(current) + "}";
   };
   if (!p.publish(room, "execution_update", "status_changed",
                  exec("running", 0, "node-1")))
@@ -72,11 +72,11 @@ bool run_execution(demo_publisher& p, const std::string& exec_id, int nodes,
     auto node_id = "node-" + std::to_string(i);
     std::string name = names[(i - 1) % 5];
     auto node = [&](const char* status, const char* msg) {
-      return "{\"execution_id\":" + quoted(exec_id)
-             + ",\"node_execution_id\":" + quoted(exec_id + "-" + node_id)
-             + ",\"node_id\":" + quoted(node_id) + ",\"node_name\":"
-             + quoted(name) + ",\"status\":\"" + status + "\",\"message\":"
-             + quoted(msg) + "}";
+      return "{\"execution_id\":" + quoted(exec_id) +
+             ",\"node_execution_id\":" + quoted(exec_id + "-" + node_id) +
+             ",\"node_id\":" + quoted(node_id) +
+             ",\"node_name\":" + quoted(name) + ",\"status\":\"" + status +
+             "\",\"message\":" + quoted(msg) + "}";
     };
     std::this_thread::sleep_for(interval); // pacing a simulation, not a sync
     if (!p.publish(room, "node_update", "status_changed",

@@ -39,13 +39,12 @@ int cmd_publish(int argc, char** argv) {
       body += ",\"publish_id\":";
       protocol::append_json_string(body, id);
     }
-    body += ",\"data\":" + (pos.size() == 3 ? pos[2] : std::string{"{}"})
-            + "}";
+    body += ",\"data\":" + (pos.size() == 3 ? pos[2] : std::string{"{}"}) + "}";
     auto reply = transport::http_call(
-      o.str("host"), port_of(o), "POST", "/api/v1/publish",
-      {{"Authorization", "Bearer " + o.str("api-key")},
-       {"Content-Type", "application/json"}},
-      body, std::chrono::seconds(15));
+        o.str("host"), port_of(o), "POST", "/api/v1/publish",
+        {{"Authorization", "Bearer " + o.str("api-key")},
+         {"Content-Type", "application/json"}},
+        body, std::chrono::seconds(15));
     if (!reply) {
       std::fprintf(stderr, "tidings publish: %s\n",
                    reply.error().message.c_str());

@@ -33,37 +33,46 @@ void declare(options& o) {
   o.add("jwt-secret", "", "HS256 secret for client tokens.");
   o.add("jwt-public-key-file", "",
         "PEM public key for RS256/ES256 client tokens (instead of a secret).");
-  o.add("jwt-alg", "", "Algorithm pinned to the key: HS256 (with "
-                       "--jwt-secret), RS256 or ES256 (with a key file). "
-                       "Empty: HS256 for a secret, RS256 for a key file.");
+  o.add("jwt-alg", "",
+        "Algorithm pinned to the key: HS256 (with "
+        "--jwt-secret), RS256 or ES256 (with a key file). "
+        "Empty: HS256 for a secret, RS256 for a key file.");
   o.add("jwt-issuer", "", "When set, tokens must carry this `iss`.");
   o.add("jwt-audience", "", "When set, tokens' `aud` must contain this.");
   o.add("jwt-leeway", "30", "Seconds of clock skew allowed for exp/nbf.");
-  o.add("api-key", "", "Bearer key for POST /api/v1/publish (empty: the "
-                       "publish API refuses all requests).");
+  o.add("api-key", "",
+        "Bearer key for POST /api/v1/publish (empty: the "
+        "publish API refuses all requests).");
   o.add("api-key-file", "", "Read the publish API key from this file.");
   o.add("allowed-origins", "",
         "Comma-separated Origins allowed to open WebSockets; '*' for any. "
         "Empty: same host only. Clients sending no Origin are allowed.");
-  o.add("io-threads", "2", "Transport I/O threads (2 cuts fan-out latency "
-                           "on 2 cores; see README load figures).");
+  o.add("io-threads", "2",
+        "Transport I/O threads (2 cuts fan-out latency "
+        "on 2 cores; see README load figures).");
   o.add("actor-threads", "2", "CAF scheduler threads.");
-  o.add("max-connections", "10000", "WebSocket sessions per node; beyond: "
-                                    "close 1013.");
-  o.add("max-message-size", "64K", "Largest client message; beyond: close "
-                                   "1009.");
-  o.add("max-queue-bytes", "1M", "Per-session send queue bound; beyond: "
-                                 "close 4001 (slow consumer).");
+  o.add("max-connections", "10000",
+        "WebSocket sessions per node; beyond: "
+        "close 1013.");
+  o.add("max-message-size", "64K",
+        "Largest client message; beyond: close "
+        "1009.");
+  o.add("max-queue-bytes", "1M",
+        "Per-session send queue bound; beyond: "
+        "close 4001 (slow consumer).");
   o.add("max-http-body", "1M", "Largest HTTP request body; beyond: 413.");
   o.add("max-subscriptions", "100", "Rooms per connection.");
   o.add("commands-per-second", "50",
         "Client commands per second per connection (bursts of twice that).");
-  o.add("idle-timeout", "60", "Seconds without traffic before a WebSocket "
-                              "is closed (pings are sent at half of it).");
-  o.add("auth-timeout", "10", "Seconds a connection without ?token= has to "
-                              "send {\"type\":\"auth\"}; then close 1008.");
-  o.add("heartbeat-interval", "0", "Seconds between server heartbeat "
-                                   "frames (0: none).");
+  o.add("idle-timeout", "60",
+        "Seconds without traffic before a WebSocket "
+        "is closed (pings are sent at half of it).");
+  o.add("auth-timeout", "10",
+        "Seconds a connection without ?token= has to "
+        "send {\"type\":\"auth\"}; then close 1008.");
+  o.add("heartbeat-interval", "0",
+        "Seconds between server heartbeat "
+        "frames (0: none).");
   o.add("retention", "events=10000,age=7d",
         "History kept per room: 'events=N,age=D' (N=0: no count bound; D in "
         "s/m/h/d, 0: no age bound), then ';kind:events=N,age=D' per kind. "
@@ -88,7 +97,8 @@ std::optional<std::string> read_file(const std::string& path) {
 }
 
 std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
+  while (!s.empty() &&
+         (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
     s.pop_back();
   return s;
 }
@@ -112,11 +122,12 @@ result<std::shared_ptr<const protocol::jwt_key>> load_key(const options& o) {
     auto pem = read_file(key_file);
     if (!pem)
       return error_info{"CONFIG", "cannot read " + key_file};
-    auto k = alg == "ES256" ? protocol::jwt_key::es256_pem(*pem)
-             : alg.empty() || alg == "RS256"
-               ? protocol::jwt_key::rs256_pem(*pem)
-               : result<protocol::jwt_key>{error_info{
-                   "CONFIG", "--jwt-alg must be RS256 or ES256 with a key"}};
+    auto k =
+        alg == "ES256" ? protocol::jwt_key::es256_pem(*pem)
+        : alg.empty() || alg == "RS256"
+            ? protocol::jwt_key::rs256_pem(*pem)
+            : result<protocol::jwt_key>{error_info{
+                  "CONFIG", "--jwt-alg must be RS256 or ES256 with a key"}};
     if (!k)
       return k.error();
     return std::make_shared<const protocol::jwt_key>(std::move(*k));
@@ -191,8 +202,8 @@ result<built_config> build(const options& o) {
     if (auto aud = o.str("jwt-audience"); !aud.empty())
       n.conn.policy.audience = aud;
     n.conn.auth_timeout = std::chrono::seconds(o.integer("auth-timeout"));
-    n.conn.heartbeat_interval
-      = std::chrono::seconds(o.integer("heartbeat-interval"));
+    n.conn.heartbeat_interval =
+        std::chrono::seconds(o.integer("heartbeat-interval"));
     n.conn.max_subscriptions = o.integer("max-subscriptions");
     n.conn.commands_per_second = o.number("commands-per-second");
     n.room_idle_timeout = std::chrono::seconds(o.integer("room-idle-timeout"));
@@ -203,14 +214,15 @@ result<built_config> build(const options& o) {
     n.replay_limit = o.integer("replay-limit");
     for (auto& kind : o.list("operation-kinds")) {
       if (!protocol::valid_room_kind(kind))
-        return error_info{"CONFIG", "--operation-kinds: '" + kind
-                                      + "' is not a room kind"};
+        return error_info{"CONFIG", "--operation-kinds: '" + kind +
+                                        "' is not a room kind"};
       n.kinds.add_operation_kind(kind);
     }
     // The example kind from docs/extending.md, with its own reducer.
     n.kinds.add_operation_kind(
-      "checklist", std::make_shared<const actors::examples::checklist_reducer>(),
-      std::make_shared<const actors::examples::checklist_commands>());
+        "checklist",
+        std::make_shared<const actors::examples::checklist_reducer>(),
+        std::make_shared<const actors::examples::checklist_commands>());
     n.actor_threads = static_cast<unsigned>(o.integer("actor-threads"));
     auto& s = b.server;
     s.host = o.str("host");
@@ -271,8 +283,7 @@ int cmd_serve(int argc, char** argv) {
                  rt.error().code.c_str(), rt.error().message.c_str());
     return 1;
   }
-  srv = std::make_shared<transport::server>(cfg->server,
-                                            (*rt)->application());
+  srv = std::make_shared<transport::server>(cfg->server, (*rt)->application());
   if (auto err = srv->listen()) {
     std::fprintf(stderr, "tidings serve: cannot listen on %s:%u: %s\n",
                  cfg->server.host.c_str(), cfg->server.port, err->c_str());
@@ -283,14 +294,14 @@ int cmd_serve(int argc, char** argv) {
   if (cfg->node.api_key.empty())
     std::fprintf(stderr, "tidings serve: warning: no --api-key; "
                          "POST /api/v1/publish will answer 401\n");
-  std::printf("tidings: node %s listening on http://%s:%u (ws://%s:%u"
-              "/api/v1/ws), history %s\n",
-              cfg->node.node_id.c_str(), cfg->server.host.c_str(),
-              srv->port(), cfg->server.host.c_str(), srv->port(),
-              cfg->node.memory_store
-                ? "in memory"
-                : (cfg->node.data_dir + "/" + cfg->node.node_id + ".sqlite")
-                    .c_str());
+  std::printf(
+      "tidings: node %s listening on http://%s:%u (ws://%s:%u"
+      "/api/v1/ws), history %s\n",
+      cfg->node.node_id.c_str(), cfg->server.host.c_str(), srv->port(),
+      cfg->server.host.c_str(), srv->port(),
+      cfg->node.memory_store
+          ? "in memory"
+          : (cfg->node.data_dir + "/" + cfg->node.node_id + ".sqlite").c_str());
   std::fflush(stdout);
   std::thread watcher([&] {
     int sig = 0;

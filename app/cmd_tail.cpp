@@ -63,7 +63,8 @@ bool track(const std::string& text, std::map<std::string, cursor>& cursors,
   }
   if (!j.contains("offset") || !j["offset"].is_number_unsigned())
     return false;
-  cursors[room] = cursor{j.value("epoch", ""), j["offset"].get<std::uint64_t>()};
+  cursors[room] =
+      cursor{j.value("epoch", ""), j["offset"].get<std::uint64_t>()};
   return true;
 }
 
@@ -78,8 +79,8 @@ int cmd_tail(int argc, char** argv) {
   o.add("timeout", "0", "Give up after this many seconds (0: never).", false,
         false);
   o.add("resume", "false",
-        "Reconnect after a drop and resubscribe from each room's cursor.",
-        true, false);
+        "Reconnect after a drop and resubscribe from each room's cursor.", true,
+        false);
   std::vector<std::string> rooms;
   if (auto err = o.parse(argc, argv, &rooms)) {
     std::fprintf(stderr, "tidings tail: %s\n", err->c_str());
@@ -99,8 +100,8 @@ int cmd_tail(int argc, char** argv) {
     auto count = o.integer("count");
     auto timeout = o.integer("timeout");
     bool resume = o.flag("resume");
-    auto deadline = clock::now()
-                    + std::chrono::seconds(timeout > 0 ? timeout : 1 << 30);
+    auto deadline =
+        clock::now() + std::chrono::seconds(timeout > 0 ? timeout : 1 << 30);
     std::map<std::string, cursor> cursors;
     std::int64_t events = 0;
     auto backoff = std::chrono::milliseconds(200);
@@ -112,8 +113,8 @@ int cmd_tail(int argc, char** argv) {
         backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
       }
       transport::ws_client ws;
-      auto ok = ws.connect(o.str("host"), port_of(o),
-                           "/api/v1/ws?token=" + *token);
+      auto ok =
+          ws.connect(o.str("host"), port_of(o), "/api/v1/ws?token=" + *token);
       if (!ok) {
         std::fprintf(stderr, "tidings tail: %s\n", ok.error().message.c_str());
         if (!resume)
@@ -128,7 +129,7 @@ int cmd_tail(int argc, char** argv) {
       }
       for (;;) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - clock::now());
+            deadline - clock::now());
         if (left.count() <= 0) {
           std::fprintf(stderr, "tidings tail: timeout\n");
           return 1;

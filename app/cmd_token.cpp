@@ -15,9 +15,9 @@ int cmd_token(int argc, char** argv) {
     return 2;
   }
   if (o.help_requested()) {
-    std::fputs(o.help("tidings token --jwt-secret S [--sub U] [--rooms R,…]")
-                 .c_str(),
-               stdout);
+    std::fputs(
+        o.help("tidings token --jwt-secret S [--sub U] [--rooms R,…]").c_str(),
+        stdout);
     return 0;
   }
   try {

@@ -23,15 +23,16 @@ std::string trim(const std::string& s) {
 std::string env_name(const std::string& option_name) {
   std::string out = "TIDINGS_";
   for (char c : option_name)
-    out += c == '-' ? '_'
-                    : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    out += c == '-'
+               ? '_'
+               : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
 }
 
-void options::add(std::string name, std::string default_value,
-                  std::string help, bool is_flag, bool env) {
-  spec s{std::move(name), default_value, std::move(help), is_flag, env,
-         default_value};
+void options::add(std::string name, std::string default_value, std::string help,
+                  bool is_flag, bool env) {
+  spec s{std::move(name), default_value, std::move(help),
+         is_flag,         env,           default_value};
   specs_.push_back(std::move(s));
 }
 
@@ -69,16 +70,16 @@ std::optional<std::string> options::load_file(const std::string& path) {
       val = val.substr(1, val.size() - 2);
     auto* s = find(key);
     if (!s)
-      return path + ":" + std::to_string(lineno) + ": unknown key '" + key
-             + "'";
+      return path + ":" + std::to_string(lineno) + ": unknown key '" + key +
+             "'";
     s->value = val;
     s->source = "file";
   }
   return std::nullopt;
 }
 
-std::optional<std::string> options::parse(int argc, char** argv,
-                                          std::vector<std::string>* positional) {
+std::optional<std::string>
+options::parse(int argc, char** argv, std::vector<std::string>* positional) {
   // Pass 1: find --config so the file sits below env and flags.
   std::string config_path;
   for (int i = 1; i < argc; ++i) {
@@ -183,35 +184,35 @@ std::int64_t options::integer(const std::string& name) const {
     throw std::invalid_argument("--" + name + ": expected an integer");
   std::int64_t mult = 1;
   switch (v.back()) {
-    case 'k':
-    case 'K':
-      mult = 1024;
-      v.pop_back();
-      break;
-    case 'm':
-    case 'M':
-      mult = 1024 * 1024;
-      v.pop_back();
-      break;
-    case 'g':
-    case 'G':
-      mult = 1024LL * 1024 * 1024;
-      v.pop_back();
-      break;
-    default:
-      break;
+  case 'k':
+  case 'K':
+    mult = 1024;
+    v.pop_back();
+    break;
+  case 'm':
+  case 'M':
+    mult = 1024 * 1024;
+    v.pop_back();
+    break;
+  case 'g':
+  case 'G':
+    mult = 1024LL * 1024 * 1024;
+    v.pop_back();
+    break;
+  default:
+    break;
   }
   std::size_t used = 0;
   long long n = 0;
   try {
     n = std::stoll(v, &used);
   } catch (const std::exception&) {
-    throw std::invalid_argument("--" + name + ": expected an integer, got '"
-                                + get(name).value + "'");
+    throw std::invalid_argument("--" + name + ": expected an integer, got '" +
+                                get(name).value + "'");
   }
   if (used != v.size())
-    throw std::invalid_argument("--" + name + ": expected an integer, got '"
-                                + get(name).value + "'");
+    throw std::invalid_argument("--" + name + ": expected an integer, got '" +
+                                get(name).value + "'");
   return n * mult;
 }
 
@@ -225,8 +226,8 @@ double options::number(const std::string& name) const {
     used = 0;
   }
   if (used == 0 || used != v.size())
-    throw std::invalid_argument("--" + name + ": expected a number, got '" + v
-                                + "'");
+    throw std::invalid_argument("--" + name + ": expected a number, got '" + v +
+                                "'");
   return d;
 }
 
@@ -236,8 +237,8 @@ bool options::flag(const std::string& name) const {
     return true;
   if (v == "false" || v == "0" || v == "no" || v == "off" || v.empty())
     return false;
-  throw std::invalid_argument("--" + name + ": expected true or false, got '"
-                              + v + "'");
+  throw std::invalid_argument("--" + name + ": expected true or false, got '" +
+                              v + "'");
 }
 
 std::vector<std::string> options::list(const std::string& name) const {

@@ -15,7 +15,7 @@
 namespace tidings::app {
 
 class options {
-public:
+ public:
   /// `name` is the long flag without dashes (`max-queue-bytes`); its env
   /// variable is TIDINGS_MAX_QUEUE_BYTES when `env` is true; its config-file
   /// key is the name itself. Flags (`is_flag`) take no value on the command
@@ -43,7 +43,7 @@ public:
   /// Where the value came from: "default", "file", "env" or "flag".
   std::string source(const std::string& name) const;
 
-private:
+ private:
   struct spec {
     std::string name;
     std::string def;

@@ -28,13 +28,13 @@
 namespace tidings::persistence {
 
 struct stored_event {
-  std::string room;          // canonical room id, `kind:id`
-  std::uint64_t offset = 0;  // dense, from 1
+  std::string room;         // canonical room id, `kind:id`
+  std::uint64_t offset = 0; // dense, from 1
   std::int64_t timestamp_ms = 0;
   std::string type;
-  std::string event;         // may be empty
-  std::string data;          // JSON text
-  std::string publish_id;    // may be empty; for idempotent publishes
+  std::string event;      // may be empty
+  std::string data;       // JSON text
+  std::string publish_id; // may be empty; for idempotent publishes
 };
 
 /// A room's latest snapshot: the state after applying events 1..offset.
@@ -61,11 +61,11 @@ struct operation_record {
 
 struct room_position {
   std::string epoch;
-  std::uint64_t offset = 0;  // last stored offset; 0 when none
+  std::uint64_t offset = 0; // last stored offset; 0 when none
 };
 
 class history_store {
-public:
+ public:
   virtual ~history_store() = default;
 
   /// The room's epoch and last offset; creates the epoch on first use.
@@ -110,9 +110,9 @@ public:
   get_operation(const std::string& id) = 0;
 
   /// Events with offset > `after`, ascending, at most `limit`.
-  virtual result<std::vector<stored_event>>
-  read_since(const std::string& room, std::uint64_t after,
-             std::size_t limit) = 0;
+  virtual result<std::vector<stored_event>> read_since(const std::string& room,
+                                                       std::uint64_t after,
+                                                       std::size_t limit) = 0;
 
   /// The first offset ever stored with `publish_id` in `room`, if any.
   virtual result<std::optional<std::uint64_t>>

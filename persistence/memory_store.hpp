@@ -12,7 +12,7 @@
 namespace tidings::persistence {
 
 class memory_store : public history_store {
-public:
+ public:
   /// `make_epoch` creates new epochs (tests pass a deterministic one).
   explicit memory_store(std::function<std::string()> make_epoch = {});
 
@@ -21,9 +21,9 @@ public:
   result<room_position> position(const std::string& room) override;
   result<bool> append(const std::vector<stored_event>& batch,
                       const std::vector<snapshot_update>& snapshots) override;
-  result<std::vector<stored_event>>
-  read_since(const std::string& room, std::uint64_t after,
-             std::size_t limit) override;
+  result<std::vector<stored_event>> read_since(const std::string& room,
+                                               std::uint64_t after,
+                                               std::size_t limit) override;
   result<std::optional<std::uint64_t>>
   find_publish_id(const std::string& room,
                   const std::string& publish_id) override;
@@ -38,7 +38,7 @@ public:
   result<std::optional<operation_record>>
   get_operation(const std::string& id) override;
 
-private:
+ private:
   struct room_state {
     room_position pos;
     std::map<std::uint64_t, stored_event> events;

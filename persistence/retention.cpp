@@ -30,11 +30,24 @@ bool parse_age(std::string_view s, std::int64_t& out) {
   std::int64_t unit = 1;
   if (!s.empty()) {
     switch (s.back()) {
-      case 's': unit = 1; s.remove_suffix(1); break;
-      case 'm': unit = 60; s.remove_suffix(1); break;
-      case 'h': unit = 3600; s.remove_suffix(1); break;
-      case 'd': unit = 86400; s.remove_suffix(1); break;
-      default: break;
+    case 's':
+      unit = 1;
+      s.remove_suffix(1);
+      break;
+    case 'm':
+      unit = 60;
+      s.remove_suffix(1);
+      break;
+    case 'h':
+      unit = 3600;
+      s.remove_suffix(1);
+      break;
+    case 'd':
+      unit = 86400;
+      s.remove_suffix(1);
+      break;
+    default:
+      break;
     }
   }
   std::uint64_t n = 0;
@@ -95,8 +108,8 @@ result<retention_rules> parse_retention(std::string_view text) {
                                           : text.substr(semi + 1);
     auto colon = part.find(':');
     auto eq = part.find('=');
-    if (colon != std::string_view::npos
-        && (eq == std::string_view::npos || colon < eq)) {
+    if (colon != std::string_view::npos &&
+        (eq == std::string_view::npos || colon < eq)) {
       auto kind = std::string{trim(part.substr(0, colon))};
       if (kind.empty())
         return bad("empty room kind");

@@ -16,7 +16,7 @@
 namespace tidings::persistence {
 
 struct retention_policy {
-  std::uint64_t max_events = 0; // 0: no count bound
+  std::uint64_t max_events = 0;     // 0: no count bound
   std::int64_t max_age_seconds = 0; // 0: no age bound
   bool bounded() const { return max_events > 0 || max_age_seconds > 0; }
 };

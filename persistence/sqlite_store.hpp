@@ -18,12 +18,12 @@ namespace tidings::persistence {
 enum class durability { full, normal };
 
 struct sqlite_options {
-  std::string path;                 // file path; ":memory:" for tests
+  std::string path; // file path; ":memory:" for tests
   durability mode = durability::full;
 };
 
 class sqlite_store : public history_store {
-public:
+ public:
   /// Opens (creating the file and parent schema) and migrates.
   static result<std::unique_ptr<sqlite_store>> open(const sqlite_options& opt);
 
@@ -39,9 +39,9 @@ public:
   result<room_position> position(const std::string& room) override;
   result<bool> append(const std::vector<stored_event>& batch,
                       const std::vector<snapshot_update>& snapshots) override;
-  result<std::vector<stored_event>>
-  read_since(const std::string& room, std::uint64_t after,
-             std::size_t limit) override;
+  result<std::vector<stored_event>> read_since(const std::string& room,
+                                               std::uint64_t after,
+                                               std::size_t limit) override;
   result<std::optional<std::uint64_t>>
   find_publish_id(const std::string& room,
                   const std::string& publish_id) override;
@@ -56,7 +56,7 @@ public:
   result<std::optional<operation_record>>
   get_operation(const std::string& id) override;
 
-private:
+ private:
   sqlite_store();
   struct impl;
   std::unique_ptr<impl> impl_;

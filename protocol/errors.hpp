@@ -36,9 +36,9 @@ enum class error_code : std::uint8_t {
 
 struct error_entry {
   error_code code;
-  std::string_view name;     // wire value of `error_code`
-  std::string_view message;  // fixed human text
-  unsigned http_status;      // status when the error ends an HTTP request
+  std::string_view name;    // wire value of `error_code`
+  std::string_view message; // fixed human text
+  unsigned http_status;     // status when the error ends an HTTP request
 };
 
 /// The entry for `code`; every enumerator has exactly one.

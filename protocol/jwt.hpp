@@ -21,7 +21,7 @@ enum class jwt_alg { hs256, rs256, es256 };
 
 /// A verification key bound to its algorithm.
 class jwt_key {
-public:
+ public:
   /// HS256 with a shared secret (at least 32 bytes recommended; empty fails).
   static result<jwt_key> hs256(std::string secret);
   /// RS256 from a PEM public key (SubjectPublicKeyInfo or RSA PUBLIC KEY).
@@ -40,7 +40,7 @@ public:
   struct impl;
   const impl& get() const { return *impl_; }
 
-private:
+ private:
   jwt_key();
   std::shared_ptr<const impl> impl_;
 };

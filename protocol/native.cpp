@@ -38,11 +38,11 @@ read_since(const json& msg, const room_id& room) {
     return fail(error_code::missing_field, room.str());
   auto ep = it->find("epoch");
   auto off = it->find("offset");
-  if (ep == it->end() || !ep->is_string() || off == it->end()
-      || !off->is_number_unsigned())
+  if (ep == it->end() || !ep->is_string() || off == it->end() ||
+      !off->is_number_unsigned())
     return fail(error_code::missing_field, room.str());
   return std::optional<stream_position>{
-    stream_position{ep->get<std::string>(), off->get<std::uint64_t>()}};
+      stream_position{ep->get<std::string>(), off->get<std::uint64_t>()}};
 }
 
 void open_frame(std::string& out, std::string_view type) {
@@ -64,29 +64,29 @@ void append_json_string(std::string& out, std::string_view s) {
   for (char c : s) {
     auto u = static_cast<unsigned char>(c);
     switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (u < 0x20) {
-          out += "\\u00";
-          out += hex[u >> 4];
-          out += hex[u & 0xf];
-        } else {
-          out += c;
-        }
+    case '"':
+      out += "\\\"";
+      break;
+    case '\\':
+      out += "\\\\";
+      break;
+    case '\n':
+      out += "\\n";
+      break;
+    case '\r':
+      out += "\\r";
+      break;
+    case '\t':
+      out += "\\t";
+      break;
+    default:
+      if (u < 0x20) {
+        out += "\\u00";
+        out += hex[u >> 4];
+        out += hex[u & 0xf];
+      } else {
+        out += c;
+      }
     }
   }
   out += '"';
@@ -111,7 +111,7 @@ decoded decode_native(std::string_view text) {
     if (auto* err = std::get_if<decode_error>(&since))
       return *err;
     return command{cmd_subscribe{
-      std::move(r), std::get<std::optional<stream_position>>(since)}};
+        std::move(r), std::get<std::optional<stream_position>>(since)}};
   }
   if (type == "unsubscribe") {
     auto room = read_room(msg);
@@ -136,8 +136,8 @@ decoded decode_native(std::string_view text) {
     const auto& n = name->get_ref<const std::string&>();
     bool plain = !n.empty() && n.size() <= 64;
     for (char c : n)
-      plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_'
-                        || c == '.' || c == ':' || c == '-');
+      plain = plain && (std::isalnum(static_cast<unsigned char>(c)) ||
+                        c == '_' || c == '.' || c == ':' || c == '-');
     if (!plain)
       return fail(error_code::invalid_message, r.str());
     auto args = msg.find("args");
@@ -145,13 +145,14 @@ decoded decode_native(std::string_view text) {
       return fail(error_code::missing_field, r.str());
     return command{cmd_command{std::move(r), n,
                                args == msg.end() || args->is_null()
-                                 ? std::string{"{}"}
-                                 : args->dump()}};
+                                   ? std::string{"{}"}
+                                   : args->dump()}};
   }
   if (type == "auth") {
     auto tok = msg.find("token");
-    if (tok == msg.end() || !tok->is_string() || tok->get_ref<const std::string&>().empty()
-        || tok->get_ref<const std::string&>().size() > max_token_size)
+    if (tok == msg.end() || !tok->is_string() ||
+        tok->get_ref<const std::string&>().empty() ||
+        tok->get_ref<const std::string&>().size() > max_token_size)
       return fail(error_code::missing_field);
     return command{cmd_auth{tok->get<std::string>()}};
   }
@@ -170,13 +171,13 @@ std::string encode_connected(std::string_view connection_id,
 }
 
 std::string encode_subscription(bool subscribed, const room_id& room,
-                                const stream_position& pos,
-                                std::int64_t now_ms,
+                                const stream_position& pos, std::int64_t now_ms,
                                 std::optional<bool> recovered) {
   std::string out;
   out.reserve(160 + room.str().size());
   open_frame(out, "subscription");
-  out += subscribed ? ",\"event\":\"subscribed\"" : ",\"event\":\"unsubscribed\"";
+  out +=
+      subscribed ? ",\"event\":\"subscribed\"" : ",\"event\":\"unsubscribed\"";
   out += ",\"room_id\":";
   append_json_string(out, room.str());
   out += ",\"epoch\":";
@@ -253,8 +254,8 @@ std::string encode_error(error_code code, std::string_view room,
 
 std::string encode_event(const publication& pub) {
   std::string out;
-  out.reserve(128 + pub.type.size() + pub.event.size() + pub.room.str().size()
-              + pub.data.size());
+  out.reserve(128 + pub.type.size() + pub.event.size() + pub.room.str().size() +
+              pub.data.size());
   open_frame(out, pub.type);
   if (!pub.event.empty()) {
     out += ",\"event\":";

@@ -44,9 +44,8 @@ struct cmd_command {
   std::string args; // compact JSON object, "{}" when absent
 };
 
-using command = std::variant<cmd_auth, cmd_subscribe, cmd_unsubscribe,
-                             cmd_ping, cmd_pong, cmd_list_subscriptions,
-                             cmd_command>;
+using command = std::variant<cmd_auth, cmd_subscribe, cmd_unsubscribe, cmd_ping,
+                             cmd_pong, cmd_list_subscriptions, cmd_command>;
 
 /// Why a message could not be decoded; `room` echoes a room id that was
 /// present (even if invalid) so the error frame can name it.
@@ -74,8 +73,7 @@ std::string encode_connected(std::string_view connection_id,
 /// every event after the cursor follows, false when the gap could not be
 /// filled (the client continues from `offset`).
 std::string encode_subscription(bool subscribed, const room_id& room,
-                                const stream_position& pos,
-                                std::int64_t now_ms,
+                                const stream_position& pos, std::int64_t now_ms,
                                 std::optional<bool> recovered = {});
 
 /// {"type":"pong","timestamp"}

@@ -25,8 +25,8 @@ const json* first_of(const json& d, std::initializer_list<const char*> keys,
 }
 
 bool status_event(std::string_view type, std::string_view suffix) {
-  return type.size() >= suffix.size()
-         && type.substr(type.size() - suffix.size()) == suffix;
+  return type.size() >= suffix.size() &&
+         type.substr(type.size() - suffix.size()) == suffix;
 }
 
 } // namespace
@@ -35,9 +35,9 @@ bool terminal_status(std::string_view status) {
   std::string s;
   for (char c : status)
     s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s == "completed" || s == "failed" || s == "cancelled"
-         || s == "canceled" || s == "delivered" || s == "blocked"
-         || s == "aborted";
+  return s == "completed" || s == "failed" || s == "cancelled" ||
+         s == "canceled" || s == "delivered" || s == "blocked" ||
+         s == "aborted";
 }
 
 std::string default_reducer::initial(const operation_info& op) const {
@@ -45,22 +45,22 @@ std::string default_reducer::initial(const operation_info& op) const {
   if (meta.is_discarded())
     meta = json::object();
   json s = {
-    {"operation_id", op.id},
-    {"kind", op.kind},
-    {"owner", op.owner},
-    {"meta", meta},
-    {"status", "pending"},
-    {"terminal", false},
-    {"progress", {{"percent", nullptr}, {"completed", nullptr},
-                  {"total", nullptr}}},
-    {"current_step", nullptr},
-    {"message", nullptr},
-    {"error", nullptr},
-    {"result", nullptr},
-    {"events", 0},
-    {"last_event", nullptr},
-    {"created_at", iso8601_ms(op.created_ms)},
-    {"updated_at", iso8601_ms(op.created_ms)},
+      {"operation_id", op.id},
+      {"kind", op.kind},
+      {"owner", op.owner},
+      {"meta", meta},
+      {"status", "pending"},
+      {"terminal", false},
+      {"progress",
+       {{"percent", nullptr}, {"completed", nullptr}, {"total", nullptr}}},
+      {"current_step", nullptr},
+      {"message", nullptr},
+      {"error", nullptr},
+      {"result", nullptr},
+      {"events", 0},
+      {"last_event", nullptr},
+      {"created_at", iso8601_ms(op.created_ms)},
+      {"updated_at", iso8601_ms(op.created_ms)},
   };
   return s.dump();
 }
@@ -86,32 +86,32 @@ std::string default_reducer::apply(const std::string& state_text,
     s["status"] = *st;
   else if (status_event(ev.type, "completed"))
     s["status"] = "completed";
-  else if (ev.type == "error" || status_event(ev.type, ":error")
-           || status_event(ev.type, "failed"))
+  else if (ev.type == "error" || status_event(ev.type, ":error") ||
+           status_event(ev.type, "failed"))
     s["status"] = "failed";
   auto& p = s["progress"];
   if (!p.is_object())
     p = json::object();
-  if (auto v = first_of(d, {"progress_percentage", "progress_percent",
-                            "percent", "progress"},
-                        is_number))
+  if (auto v = first_of(
+          d, {"progress_percentage", "progress_percent", "percent", "progress"},
+          is_number))
     p["percent"] = *v;
-  if (auto v = first_of(d, {"completed_nodes", "processed_files", "processed",
-                            "completed"},
-                        is_number))
+  if (auto v = first_of(
+          d, {"completed_nodes", "processed_files", "processed", "completed"},
+          is_number))
     p["completed"] = *v;
   if (auto v = first_of(d, {"total_nodes", "total_files", "total"}, is_number))
     p["total"] = *v;
-  if (!first_of(d, {"progress_percentage", "progress_percent", "percent",
-                    "progress"},
-                is_number)
-      && p.value("completed", json()).is_number()
-      && p.value("total", json()).is_number()
-      && p["total"].get<double>() > 0)
-    p["percent"] = 100.0 * p["completed"].get<double>()
-                   / p["total"].get<double>();
-  if (auto v = first_of(d, {"current_node", "current_step", "step",
-                            "current_file", "current_path"},
+  if (!first_of(
+          d, {"progress_percentage", "progress_percent", "percent", "progress"},
+          is_number) &&
+      p.value("completed", json()).is_number() &&
+      p.value("total", json()).is_number() && p["total"].get<double>() > 0)
+    p["percent"] =
+        100.0 * p["completed"].get<double>() / p["total"].get<double>();
+  if (auto v = first_of(d,
+                        {"current_node", "current_step", "step", "current_file",
+                         "current_path"},
                         is_string))
     s["current_step"] = *v;
   if (auto v = first_of(d, {"message"}, is_string))
@@ -122,8 +122,8 @@ std::string default_reducer::apply(const std::string& state_text,
     s["error"] = d["message"];
   if (auto r = d.find("result"); r != d.end())
     s["result"] = *r;
-  s["terminal"] = s["status"].is_string()
-                  && terminal_status(s["status"].get<std::string>());
+  s["terminal"] = s["status"].is_string() &&
+                  terminal_status(s["status"].get<std::string>());
   return s.dump();
 }
 

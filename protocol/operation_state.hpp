@@ -25,7 +25,7 @@ struct operation_info {
 };
 
 class reducer {
-public:
+ public:
   virtual ~reducer() = default;
   /// The state before any event (compact JSON text).
   virtual std::string initial(const operation_info& op) const = 0;
@@ -38,7 +38,7 @@ public:
 /// What a kind's command produced: one event to publish into the room
 /// (folded and fanned out like any publish), or an error for the client.
 struct command_outcome {
-  std::string type;  // event type; empty together with `error` unset: no-op
+  std::string type; // event type; empty together with `error` unset: no-op
   std::string data = "{}"; // compact JSON
   std::optional<error_code> error;
 };
@@ -47,7 +47,7 @@ struct command_outcome {
 /// "command":<name>,"args":{…}}`. Pure like a reducer: it sees the current
 /// state, the caller and the arguments, and returns what to publish.
 class command_handler {
-public:
+ public:
   virtual ~command_handler() = default;
   virtual command_outcome handle(const std::string& state,
                                  const std::string& command,
@@ -63,7 +63,7 @@ public:
 /// processed/total, current_node, current_file, current_path, step, message,
 /// error, result).
 class default_reducer : public reducer {
-public:
+ public:
   std::string initial(const operation_info& op) const override;
   std::string apply(const std::string& state,
                     const publication& ev) const override;

@@ -10,10 +10,10 @@ namespace tidings::protocol {
 
 struct publication {
   room_id room;
-  std::string type;        // the publisher's event type, e.g. "node_update"
-  std::string event;       // optional sub-event, e.g. "status_changed"
-  std::string data;        // compact JSON text, validated at the edge
-  std::string publish_id;  // optional idempotency key
+  std::string type;       // the publisher's event type, e.g. "node_update"
+  std::string event;      // optional sub-event, e.g. "status_changed"
+  std::string data;       // compact JSON text, validated at the edge
+  std::string publish_id; // optional idempotency key
   std::uint64_t offset = 0;
   std::string epoch;
   std::int64_t timestamp_ms = 0;

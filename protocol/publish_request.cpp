@@ -21,9 +21,9 @@ request_error bad(error_code code, std::string_view detail) {
 // and metric labels later, so keep them plain.
 bool valid_type_text(std::string_view s) {
   for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':'
-              || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' ||
+              c == '-';
     if (!ok)
       return false;
   }
@@ -34,9 +34,8 @@ bool valid_type_text(std::string_view s) {
 
 bool reserved_event_type(std::string_view type) {
   static constexpr std::string_view reserved[] = {
-    "connection", "subscription", "subscriptions", "error",
-    "pong",       "ping",         "heartbeat",     "current_state",
-    "auth",       "command_result",
+      "connection", "subscription", "subscriptions", "error", "pong",
+      "ping",       "heartbeat",    "current_state", "auth",  "command_result",
   };
   for (auto r : reserved)
     if (type == r)
@@ -50,9 +49,10 @@ namespace {
 std::optional<request_error> read_event_fields(const json& msg,
                                                publish_request& out) {
   auto type = msg.find("type");
-  if (type == msg.end() || !type->is_string()
-      || type->get_ref<const std::string&>().empty())
-    return bad(error_code::missing_field, "type (non-empty string) is required");
+  if (type == msg.end() || !type->is_string() ||
+      type->get_ref<const std::string&>().empty())
+    return bad(error_code::missing_field,
+               "type (non-empty string) is required");
   out.type = type->get<std::string>();
   if (out.type.size() > max_event_type_size || !valid_type_text(out.type))
     return bad(error_code::invalid_message,
@@ -77,8 +77,7 @@ std::optional<request_error> read_event_fields(const json& msg,
                  "publish_id must be a non-empty string");
     out.publish_id = pid->get<std::string>();
     if (out.publish_id.size() > max_publish_id_size)
-      return bad(error_code::invalid_message,
-                 "publish_id: at most 128 bytes");
+      return bad(error_code::invalid_message, "publish_id: at most 128 bytes");
   }
   return std::nullopt;
 }
@@ -133,8 +132,8 @@ parse_operation_create(std::string_view body) {
   auto& msg = std::get<json>(parsed);
   auto text = [&](const char* key) -> const std::string* {
     auto i = msg.find(key);
-    if (i == msg.end() || !i->is_string()
-        || i->get_ref<const std::string&>().empty())
+    if (i == msg.end() || !i->is_string() ||
+        i->get_ref<const std::string&>().empty())
       return nullptr;
     return &i->get_ref<const std::string&>();
   };
@@ -148,8 +147,7 @@ parse_operation_create(std::string_view body) {
     return bad(error_code::invalid_message, "owner: at most 128 bytes");
   auto room = room_id::make(*kind, *id);
   if (!room)
-    return bad(error_code::invalid_room,
-               "kind:id must form a valid room id");
+    return bad(error_code::invalid_room, "kind:id must form a valid room id");
   operation_create out{std::move(*room), *id, *kind, *owner, "{}"};
   if (auto meta = msg.find("meta"); meta != msg.end() && !meta->is_null())
     out.meta = meta->dump();

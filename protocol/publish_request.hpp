@@ -43,11 +43,11 @@ parse_operation_event(std::string_view body, const room_id& room);
 
 /// The body of `POST /api/v1/operations`.
 struct operation_create {
-  room_id room;         // `<kind>:<id>`
+  room_id room; // `<kind>:<id>`
   std::string id;
   std::string kind;
   std::string owner;
-  std::string meta;     // compact JSON, `{}` when absent
+  std::string meta; // compact JSON, `{}` when absent
 };
 
 std::variant<operation_create, request_error>

@@ -15,7 +15,7 @@ struct error_info {
 
 template <class T>
 class result {
-public:
+ public:
   result(T value) : v_(std::move(value)) {}
   result(error_info err) : v_(std::move(err)) {}
 
@@ -31,7 +31,7 @@ public:
 
   const error_info& error() const { return std::get<1>(v_); }
 
-private:
+ private:
   std::variant<T, error_info> v_;
 };
 

@@ -14,15 +14,15 @@ bool id_char(char c) {
   if (u <= 0x20 || u >= 0x7f)
     return false;
   switch (c) {
-    case '"':
-    case '\\':
-    case '*':
-    case '/':
-    case '?':
-    case '#':
-      return false;
-    default:
-      return true;
+  case '"':
+  case '\\':
+  case '*':
+  case '/':
+  case '?':
+  case '#':
+    return false;
+  default:
+    return true;
   }
 }
 
@@ -48,8 +48,8 @@ bool valid_room_kind(std::string_view kind) {
 
 std::optional<room_id> room_id::make(std::string_view kind,
                                      std::string_view id) {
-  if (!valid_room_kind(kind) || !valid_id(id)
-      || kind.size() + 1 + id.size() > max_room_id_size)
+  if (!valid_room_kind(kind) || !valid_id(id) ||
+      kind.size() + 1 + id.size() > max_room_id_size)
     return std::nullopt;
   room_id r;
   r.kind_ = std::string{kind};

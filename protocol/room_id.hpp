@@ -18,7 +18,7 @@ constexpr std::size_t max_room_kind_size = 32;
 /// without spaces, quotes, backslashes, `*` or control characters (and may
 /// itself contain `:`). Both parts are non-empty.
 class room_id {
-public:
+ public:
   room_id() = default;
 
   const std::string& kind() const { return kind_; }
@@ -41,7 +41,7 @@ public:
   static std::optional<room_id> make(std::string_view kind,
                                      std::string_view id);
 
-private:
+ private:
   std::string kind_;
   std::string id_;
   std::string text_;

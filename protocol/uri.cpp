@@ -70,8 +70,8 @@ std::optional<std::string_view> bearer_token(std::string_view header) {
   for (std::size_t i = 0; i < scheme.size(); ++i) {
     char a = header[i];
     char b = scheme[i];
-    if (a != b && !(a >= 'A' && a <= 'Z' && a + 32 == b)
-        && !(a >= 'a' && a <= 'z' && a - 32 == b))
+    if (a != b && !(a >= 'A' && a <= 'Z' && a + 32 == b) &&
+        !(a >= 'a' && a <= 'z' && a - 32 == b))
       return std::nullopt;
   }
   auto tok = header.substr(scheme.size());

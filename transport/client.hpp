@@ -29,7 +29,7 @@ http_call(const std::string& host, std::uint16_t port,
 
 /// A blocking WebSocket client.
 class ws_client {
-public:
+ public:
   ws_client();
   ~ws_client();
   ws_client(const ws_client&) = delete;
@@ -48,7 +48,7 @@ public:
   result<std::string> read(std::chrono::milliseconds timeout);
   void close();
 
-private:
+ private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };

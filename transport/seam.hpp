@@ -27,7 +27,7 @@ inline frame make_frame(std::string bytes) {
 
 /// One client session as the application sees it. Thread-safe.
 class frame_sink {
-public:
+ public:
   virtual ~frame_sink() = default;
 
   /// Queues a text frame for sending. Returns false when the frame was not
@@ -51,7 +51,7 @@ public:
 
 /// The application's side of one WebSocket session.
 class connection_handler {
-public:
+ public:
   virtual ~connection_handler() = default;
   /// A complete text (or binary) message, at most `max_message_size` bytes.
   virtual void on_message(std::string msg) = 0;
@@ -85,7 +85,7 @@ using http_responder = std::function<void(http_response)>;
 
 /// What the transport serves. Implemented by actors/gateway.
 class application {
-public:
+ public:
   virtual ~application() = default;
 
   /// A plain HTTP request (not an upgrade).

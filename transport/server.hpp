@@ -16,16 +16,16 @@ namespace tidings::transport {
 
 struct server_options {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 8000;               // 0 picks a free port
-  unsigned threads = 1;                    // I/O threads
-  std::size_t max_message_size = 65536;    // larger ws messages: close 1009
-  std::size_t max_queue_bytes = 1 << 20;   // per session; over it: 4001
-  std::size_t max_http_body = 1 << 20;     // larger bodies: 413
-  std::size_t max_header_bytes = 8192;     // larger request heads: 431
-  std::size_t max_connections = 10000;     // per node; beyond: 1013 / 503
-  std::chrono::seconds idle_timeout{60};   // ws: ping at half, close after
+  std::uint16_t port = 8000;             // 0 picks a free port
+  unsigned threads = 1;                  // I/O threads
+  std::size_t max_message_size = 65536;  // larger ws messages: close 1009
+  std::size_t max_queue_bytes = 1 << 20; // per session; over it: 4001
+  std::size_t max_http_body = 1 << 20;   // larger bodies: 413
+  std::size_t max_header_bytes = 8192;   // larger request heads: 431
+  std::size_t max_connections = 10000;   // per node; beyond: 1013 / 503
+  std::chrono::seconds idle_timeout{60}; // ws: ping at half, close after
   std::chrono::seconds handshake_timeout{10};
-  std::chrono::seconds http_timeout{30};   // one request, read to written
+  std::chrono::seconds http_timeout{30}; // one request, read to written
   /// Origins allowed to open WebSockets ("*" allows any). Empty: only the
   /// server's own host (Origin host == Host header). Requests without an
   /// Origin header (non-browser clients) are allowed.
@@ -47,7 +47,7 @@ struct transport_counters {
 };
 
 class server {
-public:
+ public:
   server(server_options opts, std::shared_ptr<application> app);
   ~server();
   server(const server&) = delete;
@@ -68,7 +68,7 @@ public:
 
   transport_counters counters() const;
 
-private:
+ private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };

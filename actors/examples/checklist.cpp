@@ -19,7 +19,8 @@ void recount(json& s) {
 
 } // namespace
 
-std::string checklist_reducer::initial(const protocol::operation_info& op) const {
+std::string
+checklist_reducer::initial(const protocol::operation_info& op) const {
   auto meta = json::parse(op.meta_json, nullptr, false);
   json s = {{"title", meta.is_object() ? meta.value("title", op.id) : op.id},
             {"items", json::object()}};
@@ -53,8 +54,9 @@ checklist_commands::handle(const std::string& state, const std::string& command,
                            const std::string& caller) const {
   protocol::command_outcome out;
   auto args = json::parse(args_json, nullptr, false);
-  if (!args.is_object() || !args.contains("item") || !args["item"].is_string()
-      || args["item"].get_ref<const std::string&>().empty()) {
+  if (!args.is_object() || !args.contains("item") ||
+      !args["item"].is_string() ||
+      args["item"].get_ref<const std::string&>().empty()) {
     out.error = protocol::error_code::missing_field;
     return out;
   }
@@ -64,7 +66,8 @@ checklist_commands::handle(const std::string& state, const std::string& command,
     out.type = "item_added";
   } else if (command == "check") {
     auto s = json::parse(state, nullptr, false);
-    if (!s.is_object() || !s["items"].is_object() || !s["items"].contains(item)) {
+    if (!s.is_object() || !s["items"].is_object() ||
+        !s["items"].contains(item)) {
       out.error = protocol::error_code::invalid_message;
       return out;
     }

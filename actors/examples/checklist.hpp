@@ -15,7 +15,7 @@
 namespace tidings::actors::examples {
 
 class checklist_reducer : public protocol::reducer {
-public:
+ public:
   std::string initial(const protocol::operation_info& op) const override;
   std::string apply(const std::string& state,
                     const protocol::publication& ev) const override;
@@ -26,7 +26,7 @@ public:
 ///   {"command":"check","args":{"item":…}} → publishes item_done; an item
 ///                                           not on the list is refused
 class checklist_commands : public protocol::command_handler {
-public:
+ public:
   protocol::command_outcome handle(const std::string& state,
                                    const std::string& command,
                                    const std::string& args_json,

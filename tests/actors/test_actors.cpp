@@ -26,7 +26,7 @@ const std::string secret = "actor-test-secret-0123456789abcdef";
 using kind_registry_t = actors::kind_registry;
 
 class recording_sink : public transport::frame_sink {
-public:
+ public:
   bool deliver(transport::frame f) override {
     std::lock_guard<std::mutex> g{m_};
     if (closed_ || refuse_)
@@ -104,7 +104,7 @@ public:
     return reason_;
   }
 
-private:
+ private:
   mutable std::mutex m_;
   std::vector<transport::frame> frames_;
   bool closed_ = false;
@@ -120,16 +120,17 @@ struct fixture {
   std::unique_ptr<caf::actor_system> sys;
   caf::scheduler::test_coordinator* sched = nullptr;
   actors::node_state node;
-  std::shared_ptr<persistence::memory_store> store
-    = std::make_shared<persistence::memory_store>();
+  std::shared_ptr<persistence::memory_store> store =
+      std::make_shared<persistence::memory_store>();
   caf::actor writer;
   caf::actor directory;
   std::shared_ptr<actors::gateway> gw;
   std::string api_key = "test-api-key";
   std::vector<std::shared_ptr<transport::connection_handler>> opened;
 
-  explicit fixture(std::chrono::milliseconds room_idle = std::chrono::seconds(30),
-                   std::chrono::milliseconds heartbeat = {}) {
+  explicit fixture(
+      std::chrono::milliseconds room_idle = std::chrono::seconds(30),
+      std::chrono::milliseconds heartbeat = {}) {
     cfg.set("scheduler.policy", caf::atom("testing"));
     sys = std::make_unique<caf::actor_system>(cfg);
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
@@ -144,14 +145,14 @@ struct fixture {
     auto room_kinds = std::make_shared<kind_registry_t>();
     room_kinds->add_operation_kind("index");
     room_kinds->add_operation_kind(
-      "checklist",
-      std::make_shared<const actors::examples::checklist_reducer>(),
-      std::make_shared<const actors::examples::checklist_commands>());
+        "checklist",
+        std::make_shared<const actors::examples::checklist_reducer>(),
+        std::make_shared<const actors::examples::checklist_commands>());
     rc.kinds = room_kinds;
     directory = actors::spawn_room_directory(*sys, writer, node, rc);
     actors::connection_config cc;
     cc.key = std::make_shared<const protocol::jwt_key>(
-      *protocol::jwt_key::hs256(secret));
+        *protocol::jwt_key::hs256(secret));
     cc.auth_timeout = std::chrono::seconds(5);
     cc.heartbeat_interval = heartbeat;
     cc.max_subscriptions = 4;
@@ -198,8 +199,8 @@ struct fixture {
     client c;
     c.sink = std::make_shared<recording_sink>();
     transport::http_request req;
-    req.target = query_token.empty() ? "/api/v1/ws"
-                                     : "/api/v1/ws?token=" + query_token;
+    req.target =
+        query_token.empty() ? "/api/v1/ws" : "/api/v1/ws?token=" + query_token;
     c.handler = gw->open(req, c.sink);
     opened.push_back(c.handler);
     run();
@@ -228,11 +229,10 @@ struct fixture {
     req.method = "POST";
     req.target = "/api/v1/publish";
     req.authorization = "Bearer " + api_key;
-    req.body = R"({"room_id":")" + room + R"(","type":"t","data":)" + data
-               + "}";
-    gw->handle_http(req, [](transport::http_response r) {
-      CHECK(r.status == 200);
-    });
+    req.body =
+        R"({"room_id":")" + room + R"(","type":"t","data":)" + data + "}";
+    gw->handle_http(req,
+                    [](transport::http_response r) { CHECK(r.status == 200); });
   }
 
   std::string epoch_of(const std::string& room) {
@@ -242,8 +242,8 @@ struct fixture {
   std::uint64_t publish(const std::string& room, const std::string& data,
                         const std::string& type = "execution_update") {
     auto r = http("POST", "/api/v1/publish", "Bearer " + api_key,
-                  R"({"room_id":")" + room + R"(","type":")" + type
-                    + R"(","event":"status_changed","data":)" + data + "}");
+                  R"({"room_id":")" + room + R"(","type":")" + type +
+                      R"(","event":"status_changed","data":)" + data + "}");
     INFO(r.body);
     REQUIRE(r.status == 200);
     return json::parse(r.body)["offset"].get<std::uint64_t>();
@@ -273,8 +273,8 @@ TEST_CASE("one publication, the same bytes to every subscriber, in order",
   fixture f;
   std::vector<fixture::client> clients;
   for (int i = 0; i < 3; ++i) {
-    clients.push_back(f.connect(f.token("u" + std::to_string(i),
-                                        {"execution:*"})));
+    clients.push_back(
+        f.connect(f.token("u" + std::to_string(i), {"execution:*"})));
     clients.back().send(R"({"type":"subscribe","room_id":"execution:e1"})");
     f.run();
   }
@@ -301,8 +301,8 @@ TEST_CASE("one publication, the same bytes to every subscriber, in order",
     });
     CHECK(sub < ev);
     for (auto& fr : c.sink->frames())
-      if (fr->find("\"offset\":1,") != std::string::npos
-          && fr->find("execution_update") != std::string::npos)
+      if (fr->find("\"offset\":1,") != std::string::npos &&
+          fr->find("execution_update") != std::string::npos)
         first_frames.push_back(fr.get());
   }
   REQUIRE(first_frames.size() == 3);
@@ -329,8 +329,8 @@ TEST_CASE("first-message auth, its failures and its timeout", "[actors]") {
     CHECK(c.sink->of_type("connection").size() == 1);
     c.send(R"({"type":"auth","token":")" + f.token("bob", {}) + "\"}");
     f.run();
-    CHECK(c.sink->of_type("error").back()["error_code"]
-          == "ALREADY_AUTHENTICATED");
+    CHECK(c.sink->of_type("error").back()["error_code"] ==
+          "ALREADY_AUTHENTICATED");
     f.sched->trigger_timeouts(); // the auth timer fires after auth: no effect
     f.run();
     CHECK(c.sink->close_code() == 0);
@@ -395,11 +395,11 @@ TEST_CASE("commands: ACL, errors, list, unsubscribe, limits", "[actors]") {
 
   // max_subscriptions is 4 in the fixture; user:alice is one of them.
   for (int i = 0; i < 4; ++i)
-    c.send(R"({"type":"subscribe","room_id":"workflow:w)" + std::to_string(i)
-           + "\"}");
+    c.send(R"({"type":"subscribe","room_id":"workflow:w)" + std::to_string(i) +
+           "\"}");
   f.run();
-  CHECK(c.sink->of_type("error").back()["error_code"]
-        == "TOO_MANY_SUBSCRIPTIONS");
+  CHECK(c.sink->of_type("error").back()["error_code"] ==
+        "TOO_MANY_SUBSCRIPTIONS");
 }
 
 TEST_CASE("a refusing sink does not stall the room", "[actors]") {
@@ -433,12 +433,10 @@ TEST_CASE("HTTP API: publish auth, bad bodies, stats and rooms", "[actors]") {
   fixture f;
   CHECK(f.http("POST", "/api/v1/publish", "Bearer wrong",
                R"({"room_id":"a:b","type":"t","data":1})")
-          .status
-        == 401);
+            .status == 401);
   CHECK(f.http("POST", "/api/v1/publish", "",
                R"({"room_id":"a:b","type":"t","data":1})")
-          .status
-        == 401);
+            .status == 401);
   auto bad = f.http("POST", "/api/v1/publish", "Bearer " + f.api_key, "{");
   CHECK(bad.status == 400);
   CHECK(json::parse(bad.body)["error_code"] == "INVALID_JSON");
@@ -450,8 +448,8 @@ TEST_CASE("HTTP API: publish auth, bad bodies, stats and rooms", "[actors]") {
   auto bob = f.connect(f.token("bob", {"execution:*"}));
   alice.send(R"({"type":"subscribe","room_id":"execution:e1"})");
   f.run();
-  auto stats = f.http("GET", "/api/v1/ws/stats",
-                      "Bearer " + f.token("alice", {}));
+  auto stats =
+      f.http("GET", "/api/v1/ws/stats", "Bearer " + f.token("alice", {}));
   REQUIRE(stats.status == 200);
   auto s = json::parse(stats.body);
   CHECK(s["total_connections"] == 2);
@@ -460,11 +458,11 @@ TEST_CASE("HTTP API: publish auth, bad bodies, stats and rooms", "[actors]") {
   CHECK(f.http("GET", "/api/v1/ws/stats").status == 401);
 
   auto own = json::parse(
-    f.http("GET", "/api/v1/ws/rooms", "Bearer " + f.token("alice", {})).body);
+      f.http("GET", "/api/v1/ws/rooms", "Bearer " + f.token("alice", {})).body);
   CHECK(own["active_rooms"] == json::array({"execution:e1", "user:alice"}));
   auto all = json::parse(
-    f.http("GET", "/api/v1/ws/rooms", "Bearer " + f.token("root", {}, true))
-      .body);
+      f.http("GET", "/api/v1/ws/rooms", "Bearer " + f.token("root", {}, true))
+          .body);
   CHECK(all["total_rooms"] == 3);
 
   auto metrics = f.http("GET", "/metrics");
@@ -486,9 +484,9 @@ namespace {
 
 std::string resume_frame(const std::string& room, const std::string& epoch,
                          std::uint64_t offset) {
-  return R"({"type":"subscribe","room_id":")" + room
-         + R"(","since":{"epoch":")" + epoch
-         + R"(","offset":)" + std::to_string(offset) + "}}";
+  return R"({"type":"subscribe","room_id":")" + room +
+         R"(","since":{"epoch":")" + epoch + R"(","offset":)" +
+         std::to_string(offset) + "}}";
 }
 
 /// Frames about `room` after its `subscribed` confirmation.
@@ -586,8 +584,8 @@ TEST_CASE("publishes racing a resume: no gap, no duplicate", "[actors]") {
   auto epoch = f.epoch_of("execution:race");
   std::vector<fixture::client> clients;
   for (int i = 0; i < 20; ++i)
-    clients.push_back(f.connect(f.token("u" + std::to_string(i),
-                                        {"execution:*"})));
+    clients.push_back(
+        f.connect(f.token("u" + std::to_string(i), {"execution:*"})));
   // Interleave: resumes from different cursors and publishes, all queued
   // before any of them runs, so live events land during history reads.
   int next = 11;
@@ -604,8 +602,8 @@ TEST_CASE("publishes racing a resume: no gap, no duplicate", "[actors]") {
   const std::uint64_t last = next - 1;
   for (int i = 0; i < 20; ++i) {
     INFO("client " << i);
-    CHECK(confirmation(*clients[i].sink, "execution:race")["recovered"]
-          == true);
+    CHECK(confirmation(*clients[i].sink, "execution:race")["recovered"] ==
+          true);
     auto evs = room_frames(*clients[i].sink, "execution:race");
     std::uint64_t expect = i % 10 + 1;
     REQUIRE(evs.size() == last - expect + 1);
@@ -617,8 +615,8 @@ TEST_CASE("publishes racing a resume: no gap, no duplicate", "[actors]") {
 TEST_CASE("a repeated publish_id returns the first offset", "[actors]") {
   fixture f{std::chrono::seconds(1)};
   auto body = [](const std::string& id, int n) {
-    return R"({"room_id":"execution:p","type":"t","publish_id":")" + id
-           + R"(","data":)" + std::to_string(n) + "}";
+    return R"({"room_id":"execution:p","type":"t","publish_id":")" + id +
+           R"(","data":)" + std::to_string(n) + "}";
   };
   auto offsets = std::make_shared<std::vector<std::uint64_t>>();
   auto send = [&](const std::string& b) {
@@ -667,8 +665,8 @@ TEST_CASE("history API pages through a room with the subscribe ACL",
   for (int i = 1; i <= 7; ++i)
     f.publish("execution:h", std::to_string(i));
   auto auth = "Bearer " + f.token("alice", {"execution:h"});
-  auto page = f.http("GET", "/api/v1/rooms/execution:h/history?since=2&limit=3",
-                     auth);
+  auto page =
+      f.http("GET", "/api/v1/rooms/execution:h/history?since=2&limit=3", auth);
   REQUIRE(page.status == 200);
   auto j = json::parse(page.body);
   CHECK(j["room_id"] == "execution:h");
@@ -679,19 +677,19 @@ TEST_CASE("history API pages through a room with the subscribe ACL",
   CHECK(j["events"][2]["data"] == 5);
   CHECK(j["events"][0]["type"] == "execution_update");
   auto all = json::parse(
-    f.http("GET", "/api/v1/rooms/execution%3Ah/history", auth).body);
+      f.http("GET", "/api/v1/rooms/execution%3Ah/history", auth).body);
   CHECK(all["events"].size() == 7);
-  CHECK(f.http("GET", "/api/v1/rooms/execution:other/history", auth).status
-        == 403);
+  CHECK(f.http("GET", "/api/v1/rooms/execution:other/history", auth).status ==
+        403);
   CHECK(f.http("GET", "/api/v1/rooms/execution:h/history").status == 401);
   CHECK(f.http("GET", "/api/v1/rooms/nocolon/history", auth).status == 400);
-  CHECK(f.http("GET", "/api/v1/rooms/execution:h/history?limit=x", auth).status
-        == 400);
+  CHECK(
+      f.http("GET", "/api/v1/rooms/execution:h/history?limit=x", auth).status ==
+      400);
   CHECK(f.http("GET", "/api/v1/rooms/execution:h/history?since=-1", auth)
-          .status
-        == 400);
-  CHECK(f.http("POST", "/api/v1/rooms/execution:h/history", auth).status
-        == 405);
+            .status == 400);
+  CHECK(f.http("POST", "/api/v1/rooms/execution:h/history", auth).status ==
+        405);
 }
 
 TEST_CASE("retention trims per kind, and a resume into it is not recovered",
@@ -730,32 +728,30 @@ TEST_CASE("operations: created, folded, current_state first, hand-over",
   CHECK(early.sink->of_type("error")[0]["error_code"] == "OPERATION_NOT_FOUND");
   CHECK(f.http("POST", "/api/v1/operations/op1/events", key,
                R"({"type":"progress","data":{}})")
-          .status
-        == 404);
+            .status == 404);
   CHECK(f.http("POST", "/api/v1/publish", key,
                R"({"room_id":"index:op1","type":"t","data":1})")
-          .status
-        == 404);
+            .status == 404);
 
-  auto created = f.http("POST", "/api/v1/operations", key,
-                        R"({"id":"op1","kind":"index","owner":"alice","meta":{"path":"/d"}})");
+  auto created = f.http(
+      "POST", "/api/v1/operations", key,
+      R"({"id":"op1","kind":"index","owner":"alice","meta":{"path":"/d"}})");
   REQUIRE(created.status == 201);
   auto c = json::parse(created.body);
   CHECK(c["room_id"] == "index:op1");
   CHECK(c["state"]["status"] == "pending");
   CHECK(c["state"]["meta"]["path"] == "/d");
-  CHECK(f.http("POST", "/api/v1/operations", key,
-               R"({"id":"op1","kind":"index","owner":"alice","meta":{"path":"/d"}})")
-          .status
-        == 201); // idempotent
+  CHECK(
+      f.http(
+           "POST", "/api/v1/operations", key,
+           R"({"id":"op1","kind":"index","owner":"alice","meta":{"path":"/d"}})")
+          .status == 201); // idempotent
   CHECK(f.http("POST", "/api/v1/operations", key,
                R"({"id":"op1","kind":"index","owner":"bob"})")
-          .status
-        == 409);
+            .status == 409);
   CHECK(f.http("POST", "/api/v1/operations", key,
                R"({"id":"x","kind":"execution","owner":"a"})")
-          .status
-        == 400);
+            .status == 400);
 
   auto ev = [&](const std::string& type, const std::string& data) {
     auto r = f.http("POST", "/api/v1/operations/op1/events", key,
@@ -764,7 +760,9 @@ TEST_CASE("operations: created, folded, current_state first, hand-over",
     return json::parse(r.body)["offset"].get<std::uint64_t>();
   };
   CHECK(ev("operation_started", R"({"total_files":4})") == 1);
-  CHECK(ev("file_processing", R"({"processed_files":1,"total_files":4,"current_file":"/a"})") == 2);
+  CHECK(ev("file_processing",
+           R"({"processed_files":1,"total_files":4,"current_file":"/a"})") ==
+        2);
 
   // A late subscriber: confirmation, then current_state at offset 2.
   auto late = f.connect(f.token("bob", {"index:*"}));
@@ -793,8 +791,8 @@ TEST_CASE("operations: created, folded, current_state first, hand-over",
     pub.offset = all[i]["offset"];
     // The server folds with its own event timestamp.
     pub.timestamp_ms = f.store->read_since("index:op1", pub.offset - 1, 1)
-                         ->front()
-                         .timestamp_ms;
+                           ->front()
+                           .timestamp_ms;
     state = r.apply(state, pub);
   }
   auto got = f.http("GET", "/api/v1/operations/op1", key);
@@ -811,14 +809,11 @@ TEST_CASE("operations: created, folded, current_state first, hand-over",
   CHECK((*snap)->offset == 4);
   CHECK(json::parse((*snap)->state) == g["state"]);
   // GET with a JWT: the owner, or the room's ACL.
-  CHECK(f.http("GET", "/api/v1/operations/op1",
-               "Bearer " + f.token("alice", {}))
-          .status
-        == 200);
-  CHECK(f.http("GET", "/api/v1/operations/op1",
-               "Bearer " + f.token("eve", {}))
-          .status
-        == 403);
+  CHECK(
+      f.http("GET", "/api/v1/operations/op1", "Bearer " + f.token("alice", {}))
+          .status == 200);
+  CHECK(f.http("GET", "/api/v1/operations/op1", "Bearer " + f.token("eve", {}))
+            .status == 403);
   CHECK(f.http("GET", "/api/v1/operations/nope", key).status == 404);
 }
 
@@ -826,17 +821,22 @@ TEST_CASE("custom commands of a kind publish through the room", "[actors]") {
   fixture f;
   REQUIRE(f.http("POST", "/api/v1/operations", "Bearer " + f.api_key,
                  R"({"id":"rel","kind":"checklist","owner":"alice"})")
-            .status
-          == 201);
+              .status == 201);
   auto c = f.connect(f.token("alice", {"checklist:*"}));
   auto watcher = f.connect(f.token("bob", {"checklist:*"}));
   watcher.send(R"({"type":"subscribe","room_id":"checklist:rel"})");
-  c.send(R"({"type":"command","room_id":"checklist:rel","command":"add","args":{"item":"docs"}})");
-  c.send(R"({"type":"command","room_id":"checklist:rel","command":"check","args":{"item":"docs"}})");
-  c.send(R"({"type":"command","room_id":"checklist:rel","command":"check","args":{"item":"nope"}})");
-  c.send(R"({"type":"command","room_id":"checklist:rel","command":"fly","args":{"item":"x"}})");
-  c.send(R"({"type":"command","room_id":"checklist:none","command":"add","args":{"item":"x"}})");
-  c.send(R"({"type":"command","room_id":"index:x","command":"add","args":{"item":"x"}})");
+  c.send(
+      R"({"type":"command","room_id":"checklist:rel","command":"add","args":{"item":"docs"}})");
+  c.send(
+      R"({"type":"command","room_id":"checklist:rel","command":"check","args":{"item":"docs"}})");
+  c.send(
+      R"({"type":"command","room_id":"checklist:rel","command":"check","args":{"item":"nope"}})");
+  c.send(
+      R"({"type":"command","room_id":"checklist:rel","command":"fly","args":{"item":"x"}})");
+  c.send(
+      R"({"type":"command","room_id":"checklist:none","command":"add","args":{"item":"x"}})");
+  c.send(
+      R"({"type":"command","room_id":"index:x","command":"add","args":{"item":"x"}})");
   f.run();
   auto results = c.sink->of_type("command_result");
   REQUIRE(results.size() == 2);
@@ -854,7 +854,7 @@ TEST_CASE("custom commands of a kind publish through the room", "[actors]") {
   CHECK(evs[1]["type"] == "item_added");
   CHECK(evs[2]["data"]["by"] == "alice");
   auto g = json::parse(
-    f.http("GET", "/api/v1/operations/rel", "Bearer " + f.api_key).body);
+      f.http("GET", "/api/v1/operations/rel", "Bearer " + f.api_key).body);
   CHECK(g["state"]["complete"] == true);
 }
 
@@ -900,8 +900,8 @@ TEST_CASE("history of quiet rooms ages out on the sweep timer", "[actors]") {
   // History from before a restart: the room is never written again.
   std::vector<persistence::stored_event> old_events;
   for (std::uint64_t i = 1; i <= 3; ++i)
-    old_events.push_back({"aged:a", i, i < 3 ? now - 3600 * 1000 : now, "t",
-                          "", "1", ""});
+    old_events.push_back(
+        {"aged:a", i, i < 3 ? now - 3600 * 1000 : now, "t", "", "1", ""});
   REQUIRE(f.store->append(old_events));
   REQUIRE(f.store->read_since("aged:a", 0, 10)->size() == 3);
   f.sched->trigger_timeouts(); // the directory's sweep timer

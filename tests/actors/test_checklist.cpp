@@ -47,12 +47,13 @@ TEST_CASE("a registered kind gets its own reducer", "[actors]") {
   actors::kind_registry kinds;
   kinds.add_operation_kind("index");
   kinds.add_operation_kind(
-    "checklist", std::make_shared<const actors::examples::checklist_reducer>());
+      "checklist",
+      std::make_shared<const actors::examples::checklist_reducer>());
   REQUIRE(kinds.is_operation_kind("checklist"));
   CHECK_FALSE(kinds.is_operation_kind("execution"));
   auto* r = kinds.operation_reducer("checklist");
   REQUIRE(r);
   CHECK(dynamic_cast<const actors::examples::checklist_reducer*>(r));
   CHECK(dynamic_cast<const protocol::default_reducer*>(
-    kinds.operation_reducer("index")));
+      kinds.operation_reducer("index")));
 }

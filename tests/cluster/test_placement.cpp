@@ -32,8 +32,8 @@ TEST_CASE("placement is deterministic and order-independent", "[cluster]") {
     CHECK(rank_members(room(i), a).front() == owner_of(room(i), a));
   }
   // Golden value: the weight is part of the cluster wire contract.
-  CHECK(placement_weight("node-1", "execution:1")
-        == placement_weight("node-1", "execution:1"));
+  CHECK(placement_weight("node-1", "execution:1") ==
+        placement_weight("node-1", "execution:1"));
   CHECK(placement_weight("ab", "c") != placement_weight("a", "bc"));
   CHECK(owner_of("x:y", {}).empty());
 }

@@ -20,9 +20,9 @@ TEST_CASE("retention rules parse per kind with a default", "[persistence]") {
   auto kinds_only = parse_retention("execution:age=1h");
   REQUIRE(kinds_only);
   CHECK(kinds_only->by_kind.at("execution").max_age_seconds == 3600);
-  for (const char* bad : {"events=x", "events=-1", "age=5y", "size=3",
-                          "execution:events", ":events=1",
-                          "execution:events=1;events=5", "events=1e3"}) {
+  for (const char* bad :
+       {"events=x", "events=-1", "age=5y", "size=3", "execution:events",
+        ":events=1", "execution:events=1;events=5", "events=1e3"}) {
     INFO(bad);
     CHECK_FALSE(parse_retention(bad));
   }
@@ -36,8 +36,8 @@ TEST_CASE("stores list their rooms for retention sweeps", "[persistence]") {
   auto opened = sqlite_store::open({":memory:", durability::full});
   REQUIRE(opened);
   auto& store = **opened;
-  REQUIRE(store.append({{"a:1", 1, 1, "t", "", "1", ""},
-                        {"b:2", 1, 1, "t", "", "1", ""}}));
+  REQUIRE(store.append(
+      {{"a:1", 1, 1, "t", "", "1", ""}, {"b:2", 1, 1, "t", "", "1", ""}}));
   REQUIRE(store.position("c:3"));
   auto rooms = store.rooms();
   REQUIRE(rooms);

@@ -27,8 +27,8 @@ TEST_CASE("close reasons fit a close frame", "[protocol]") {
     auto code = static_cast<unsigned>(c->code);
     CHECK(((code >= 1000 && code <= 1014) || (code >= 4000 && code <= 4999)));
   }
-  CHECK(static_cast<unsigned>(describe(close_reason::auth_timeout).code)
-        == 1008);
-  CHECK(static_cast<unsigned>(describe(close_reason::slow_consumer).code)
-        == 4001);
+  CHECK(static_cast<unsigned>(describe(close_reason::auth_timeout).code) ==
+        1008);
+  CHECK(static_cast<unsigned>(describe(close_reason::slow_consumer).code) ==
+        4001);
 }

@@ -33,71 +33,73 @@ constexpr std::int64_t t0 = 1704067200123; // 2024-01-01T00:00:00.123Z
 
 TEST_CASE("native commands decode", "[protocol]") {
   auto sub = expect_command<cmd_subscribe>(
-    R"({"type":"subscribe","room_id":"execution:e1"})");
+      R"({"type":"subscribe","room_id":"execution:e1"})");
   CHECK(sub.room.str() == "execution:e1");
   CHECK_FALSE(sub.since);
   auto resume = expect_command<cmd_subscribe>(
-    R"({"type":"subscribe","room_id":"execution:e1","since":{"epoch":"ab","offset":7}})");
+      R"({"type":"subscribe","room_id":"execution:e1","since":{"epoch":"ab","offset":7}})");
   REQUIRE(resume.since);
   CHECK(resume.since->epoch == "ab");
   CHECK(resume.since->offset == 7);
   CHECK(expect_command<cmd_unsubscribe>(
-          R"({"type":"unsubscribe","room_id":"workflow:w"})")
-          .room.str()
-        == "workflow:w");
+            R"({"type":"unsubscribe","room_id":"workflow:w"})")
+            .room.str() == "workflow:w");
   expect_command<cmd_ping>(R"({"type":"ping"})");
   expect_command<cmd_pong>(R"({"type":"pong","timestamp":"x"})");
   expect_command<cmd_list_subscriptions>(R"({"type":"list_subscriptions"})");
-  CHECK(expect_command<cmd_auth>(R"({"type":"auth","token":"a.b.c"})").token
-        == "a.b.c");
+  CHECK(expect_command<cmd_auth>(R"({"type":"auth","token":"a.b.c"})").token ==
+        "a.b.c");
 }
 
-TEST_CASE("malformed messages give the documented error codes",
-          "[protocol]") {
+TEST_CASE("malformed messages give the documented error codes", "[protocol]") {
   CHECK(expect_error("{").code == error_code::invalid_json);
   CHECK(expect_error("").code == error_code::invalid_json);
   CHECK(expect_error("\xff\xfe").code == error_code::invalid_json);
   CHECK(expect_error("[1,2]").code == error_code::invalid_message);
   CHECK(expect_error(R"({"type":5})").code == error_code::invalid_message);
-  CHECK(expect_error(R"({"room_id":"a:b"})").code
-        == error_code::invalid_message);
+  CHECK(expect_error(R"({"room_id":"a:b"})").code ==
+        error_code::invalid_message);
   CHECK(expect_error(R"({"type":"dance"})").code == error_code::unknown_type);
-  CHECK(expect_error(R"({"type":"subscribe"})").code
-        == error_code::missing_field);
-  CHECK(expect_error(R"({"type":"subscribe","room_id":7})").code
-        == error_code::missing_field);
+  CHECK(expect_error(R"({"type":"subscribe"})").code ==
+        error_code::missing_field);
+  CHECK(expect_error(R"({"type":"subscribe","room_id":7})").code ==
+        error_code::missing_field);
   auto bad_room = expect_error(R"({"type":"subscribe","room_id":"nocolon"})");
   CHECK(bad_room.code == error_code::invalid_room);
   CHECK(bad_room.room == "nocolon");
-  CHECK(expect_error(
+  CHECK(
+      expect_error(
           R"({"type":"subscribe","room_id":"a:b","since":{"epoch":"x","offset":-1}})")
-          .code
-        == error_code::missing_field);
+          .code == error_code::missing_field);
   CHECK(expect_error(R"({"type":"auth"})").code == error_code::missing_field);
-  CHECK(expect_error(R"({"type":"auth","token":""})").code
-        == error_code::missing_field);
+  CHECK(expect_error(R"({"type":"auth","token":""})").code ==
+        error_code::missing_field);
   std::string deep(10000, '[');
   CHECK(expect_error(deep).code == error_code::invalid_json);
 }
 
 TEST_CASE("server frames have golden bytes", "[protocol]") {
   CHECK(iso8601_ms(t0) == "2024-01-01T00:00:00.123Z");
-  CHECK(encode_connected("abc-1", t0)
-        == R"({"type":"connection","event":"connected","connection_id":"abc-1","timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(
+      encode_connected("abc-1", t0) ==
+      R"({"type":"connection","event":"connected","connection_id":"abc-1","timestamp":"2024-01-01T00:00:00.123Z"})");
   auto room = *parse_room_id("execution:e1");
-  CHECK(encode_subscription(true, room, {"ep", 3}, t0)
-        == R"({"type":"subscription","event":"subscribed","room_id":"execution:e1","epoch":"ep","offset":3,"timestamp":"2024-01-01T00:00:00.123Z"})");
-  CHECK(encode_subscription(true, room, {"ep", 9}, t0, true)
-        == R"({"type":"subscription","event":"subscribed","room_id":"execution:e1","epoch":"ep","offset":9,"recovered":true,"timestamp":"2024-01-01T00:00:00.123Z"})");
-  CHECK(json::parse(encode_subscription(true, room, {"ep", 9}, t0, false))
-          ["recovered"]
-        == false);
-  CHECK(encode_pong(t0)
-        == R"({"type":"pong","timestamp":"2024-01-01T00:00:00.123Z"})");
-  CHECK(encode_error(error_code::access_denied, "execution:e1", t0)
-        == R"({"type":"error","error_code":"ACCESS_DENIED","message":"Access denied to room","room_id":"execution:e1","timestamp":"2024-01-01T00:00:00.123Z"})");
-  CHECK(encode_subscriptions({"a:1", "b:2"}, t0)
-        == R"({"type":"subscriptions","rooms":["a:1","b:2"],"timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(
+      encode_subscription(true, room, {"ep", 3}, t0) ==
+      R"({"type":"subscription","event":"subscribed","room_id":"execution:e1","epoch":"ep","offset":3,"timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(
+      encode_subscription(true, room, {"ep", 9}, t0, true) ==
+      R"({"type":"subscription","event":"subscribed","room_id":"execution:e1","epoch":"ep","offset":9,"recovered":true,"timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(json::parse(encode_subscription(true, room, {"ep", 9}, t0,
+                                        false))["recovered"] == false);
+  CHECK(encode_pong(t0) ==
+        R"({"type":"pong","timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(
+      encode_error(error_code::access_denied, "execution:e1", t0) ==
+      R"({"type":"error","error_code":"ACCESS_DENIED","message":"Access denied to room","room_id":"execution:e1","timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(
+      encode_subscriptions({"a:1", "b:2"}, t0) ==
+      R"({"type":"subscriptions","rooms":["a:1","b:2"],"timestamp":"2024-01-01T00:00:00.123Z"})");
   publication pub;
   pub.room = room;
   pub.type = "execution_update";
@@ -106,8 +108,9 @@ TEST_CASE("server frames have golden bytes", "[protocol]") {
   pub.offset = 42;
   pub.epoch = "e";
   pub.timestamp_ms = t0;
-  CHECK(encode_event(pub)
-        == R"({"type":"execution_update","event":"status_changed","room_id":"execution:e1","offset":42,"epoch":"e","timestamp":"2024-01-01T00:00:00.123Z","data":{"status":"running"}})");
+  CHECK(
+      encode_event(pub) ==
+      R"({"type":"execution_update","event":"status_changed","room_id":"execution:e1","offset":42,"epoch":"e","timestamp":"2024-01-01T00:00:00.123Z","data":{"status":"running"}})");
   pub.event.clear();
   CHECK(json::parse(encode_event(pub)).count("event") == 0);
   auto hb = json::parse(encode_heartbeat(t0));
@@ -119,7 +122,8 @@ TEST_CASE("strings are escaped into valid JSON", "[protocol]") {
   std::string out;
   append_json_string(out, std::string("a\"b\\c\n\x01\x1f/é", 11));
   CHECK(out == "\"a\\\"b\\\\c\\n\\u0001\\u001f/é\"");
-  CHECK(json::parse(out).get<std::string>() == std::string("a\"b\\c\n\x01\x1f/é", 11));
+  CHECK(json::parse(out).get<std::string>() ==
+        std::string("a\"b\\c\n\x01\x1f/é", 11));
 }
 
 TEST_CASE("request targets and bearer headers", "[protocol]") {
@@ -140,22 +144,21 @@ TEST_CASE("request targets and bearer headers", "[protocol]") {
 
 TEST_CASE("command messages decode and results encode", "[protocol]") {
   auto c = expect_command<cmd_command>(
-    R"({"type":"command","room_id":"checklist:r","command":"check","args":{"item":"a"}})");
+      R"({"type":"command","room_id":"checklist:r","command":"check","args":{"item":"a"}})");
   CHECK(c.room.str() == "checklist:r");
   CHECK(c.name == "check");
   CHECK(c.args == R"({"item":"a"})");
   CHECK(expect_command<cmd_command>(
-          R"({"type":"command","room_id":"a:b","command":"go"})")
-          .args
-        == "{}");
-  CHECK(expect_error(R"({"type":"command","room_id":"a:b"})").code
-        == error_code::missing_field);
+            R"({"type":"command","room_id":"a:b","command":"go"})")
+            .args == "{}");
+  CHECK(expect_error(R"({"type":"command","room_id":"a:b"})").code ==
+        error_code::missing_field);
   CHECK(expect_error(R"({"type":"command","room_id":"a:b","command":"x y"})")
-          .code
-        == error_code::invalid_message);
-  CHECK(expect_error(R"({"type":"command","room_id":"a:b","command":"x","args":[1]})")
-          .code
-        == error_code::missing_field);
-  CHECK(encode_command_result(*parse_room_id("a:b"), "go", 7, t0)
-        == R"({"type":"command_result","room_id":"a:b","command":"go","offset":7,"timestamp":"2024-01-01T00:00:00.123Z"})");
+            .code == error_code::invalid_message);
+  CHECK(expect_error(
+            R"({"type":"command","room_id":"a:b","command":"x","args":[1]})")
+            .code == error_code::missing_field);
+  CHECK(
+      encode_command_result(*parse_room_id("a:b"), "go", 7, t0) ==
+      R"({"type":"command_result","room_id":"a:b","command":"go","offset":7,"timestamp":"2024-01-01T00:00:00.123Z"})");
 }

@@ -27,8 +27,11 @@ TEST_CASE("default reducer folds the seeds' operation events", "[protocol]") {
   CHECK(json::parse(s)["status"] == "pending");
   CHECK(json::parse(s)["meta"]["source"] == "/docs");
   s = r.apply(s, event("operation_started", R"({"total_files":40})"));
-  s = r.apply(s, event("file_processing",
-                       R"({"current_file":"/a.pdf","processed_files":10,"total_files":40,"status":"Processing"})"));
+  s = r.apply(
+      s,
+      event(
+          "file_processing",
+          R"({"current_file":"/a.pdf","processed_files":10,"total_files":40,"status":"Processing"})"));
   auto j = json::parse(s);
   CHECK(j["status"] == "Processing");
   CHECK(j["progress"]["completed"] == 10);
@@ -37,9 +40,10 @@ TEST_CASE("default reducer folds the seeds' operation events", "[protocol]") {
   CHECK(j["current_step"] == "/a.pdf");
   CHECK(j["events"] == 2);
   CHECK(j["terminal"] == false);
-  s = r.apply(s, event("operation_completed",
-                       R"({"status":"completed","message":"done","result":{"n":40}})",
-                       1704067260000));
+  s = r.apply(
+      s, event("operation_completed",
+               R"({"status":"completed","message":"done","result":{"n":40}})",
+               1704067260000));
   j = json::parse(s);
   CHECK(j["status"] == "completed");
   CHECK(j["terminal"] == true);
@@ -56,8 +60,11 @@ TEST_CASE("default reducer folds the seeds' operation events", "[protocol]") {
 TEST_CASE("errors, S1 progress and S4 terminal states", "[protocol]") {
   default_reducer r;
   auto s = r.initial({"e1", "execution", "bob", "{}", 0});
-  s = r.apply(s, event("execution_update",
-                       R"({"status":"running","progress_percentage":45.5,"completed_nodes":3,"total_nodes":7,"current_node":"node-3"})"));
+  s = r.apply(
+      s,
+      event(
+          "execution_update",
+          R"({"status":"running","progress_percentage":45.5,"completed_nodes":3,"total_nodes":7,"current_node":"node-3"})"));
   auto j = json::parse(s);
   CHECK(j["progress"]["percent"] == 45.5); // given wins over computed
   CHECK(j["current_step"] == "node-3");
@@ -66,8 +73,8 @@ TEST_CASE("errors, S1 progress and S4 terminal states", "[protocol]") {
   CHECK(j["status"] == "failed");
   CHECK(j["error"] == "Permission denied");
   CHECK(j["terminal"] == true);
-  for (const char* st : {"DELIVERED", "BLOCKED", "ABORTED", "cancelled",
-                         "Canceled"}) {
+  for (const char* st :
+       {"DELIVERED", "BLOCKED", "ABORTED", "cancelled", "Canceled"}) {
     INFO(st);
     CHECK(terminal_status(st));
   }
@@ -78,7 +85,8 @@ TEST_CASE("errors, S1 progress and S4 terminal states", "[protocol]") {
 }
 
 TEST_CASE("current_state frame golden bytes", "[protocol]") {
-  CHECK(encode_current_state(*parse_room_id("index:op1"), {"ep", 4},
-                             R"({"status":"pending"})", 1704067200123)
-        == R"({"type":"current_state","room_id":"index:op1","offset":4,"epoch":"ep","data":{"status":"pending"},"timestamp":"2024-01-01T00:00:00.123Z"})");
+  CHECK(
+      encode_current_state(*parse_room_id("index:op1"), {"ep", 4},
+                           R"({"status":"pending"})", 1704067200123) ==
+      R"({"type":"current_state","room_id":"index:op1","offset":4,"epoch":"ep","data":{"status":"pending"},"timestamp":"2024-01-01T00:00:00.123Z"})");
 }
