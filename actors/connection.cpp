@@ -15,12 +15,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-std::int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// Token bucket: `rate` per second, bursts up to twice that.
 struct rate_limiter {
   double rate = 50;
@@ -65,7 +59,7 @@ void send_error(connection_actor* self, protocol::error_code code,
                 std::string_view room = {}) {
   self->state.node->counters.errors_sent.fetch_add(1,
                                                    std::memory_order_relaxed);
-  send_frame(self, protocol::encode_error(code, room, now_ms()));
+  send_frame(self, protocol::encode_error(code, room, unix_now_ms()));
 }
 
 void close_with(connection_actor* self, protocol::close_reason why) {
@@ -109,8 +103,8 @@ void run_command(connection_actor* self, const protocol::cmd_command& cmd) {
                 cmd.room, cmd.name, cmd.args, st.who->sub)
       .await(
           [=](std::uint64_t offset) {
-            send_frame(self, protocol::encode_command_result(cmd.room, cmd.name,
-                                                             offset, now_ms()));
+            send_frame(self, protocol::encode_command_result(
+                                 cmd.room, cmd.name, offset, unix_now_ms()));
           },
           [=](caf::error& err) {
             send_error(self, error_code_of(err), cmd.room.str());
@@ -138,7 +132,8 @@ void authenticated(connection_actor* self, protocol::claims who) {
   st.who = std::move(who);
   st.node->connection_opened(st.who->sub);
   st.node->counters.connections_total.fetch_add(1, std::memory_order_relaxed);
-  send_frame(self, protocol::encode_connected(st.args.connection_id, now_ms()));
+  send_frame(self,
+             protocol::encode_connected(st.args.connection_id, unix_now_ms()));
   if (auto own = protocol::room_id::make(protocol::user_room_kind, st.who->sub))
     subscribe(self, *own);
   if (st.cfg->heartbeat_interval.count() > 0)
@@ -181,7 +176,7 @@ void on_text(connection_actor* self, const std::string& text) {
     return try_auth(self, auth->token);
   }
   if (std::holds_alternative<protocol::cmd_ping>(cmd))
-    return send_frame(self, protocol::encode_pong(now_ms()));
+    return send_frame(self, protocol::encode_pong(unix_now_ms()));
   if (std::holds_alternative<protocol::cmd_pong>(cmd))
     return;
   if (!st.who)
@@ -196,7 +191,8 @@ void on_text(connection_actor* self, const std::string& text) {
     std::vector<std::string> rooms;
     for (auto& [key, room] : st.subs)
       rooms.push_back(key);
-    return send_frame(self, protocol::encode_subscriptions(rooms, now_ms()));
+    return send_frame(self,
+                      protocol::encode_subscriptions(rooms, unix_now_ms()));
   }
 }
 
@@ -240,7 +236,7 @@ caf::behavior connection(connection_actor* self, connection_args args,
         auto& st = self->state;
         if (st.closing)
           return;
-        send_frame(self, protocol::encode_heartbeat(now_ms()));
+        send_frame(self, protocol::encode_heartbeat(unix_now_ms()));
         self->delayed_send(self, st.cfg->heartbeat_interval,
                            heartbeat_atom::value);
       },
@@ -248,11 +244,6 @@ caf::behavior connection(connection_actor* self, connection_args args,
 }
 
 } // namespace
-
-std::int64_t unix_now() {
-  using namespace std::chrono;
-  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
-}
 
 caf::actor spawn_connection(caf::actor_system& sys, connection_args args,
                             caf::actor directory, node_state& node,

@@ -11,6 +11,7 @@
 //   (heartbeat_atom)          sends a heartbeat frame, re-arms
 #pragma once
 
+#include "actors/clock.hpp"
 #include "actors/node_state.hpp"
 #include "protocol/claims.hpp"
 #include "protocol/jwt.hpp"
@@ -45,8 +46,5 @@ struct connection_args {
 caf::actor spawn_connection(caf::actor_system& sys, connection_args args,
                             caf::actor directory, node_state& node,
                             std::shared_ptr<const connection_config> cfg);
-
-/// Seconds since the Unix epoch, for token checks.
-std::int64_t unix_now();
 
 } // namespace tidings::actors

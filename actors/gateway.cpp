@@ -219,14 +219,8 @@ void gateway::history(std::string_view room_text, std::string_view query,
                         body += ",\"offset\":" + std::to_string(offset) +
                                 ",\"events\":[";
                         for (std::size_t i = 0; i < events.size(); ++i) {
-                          protocol::publication pub;
-                          pub.room = room;
-                          pub.type = std::move(events[i].type);
-                          pub.event = std::move(events[i].event);
-                          pub.data = std::move(events[i].data);
-                          pub.offset = events[i].offset;
-                          pub.epoch = epoch;
-                          pub.timestamp_ms = events[i].timestamp_ms;
+                          auto pub =
+                              to_publication(room, epoch, std::move(events[i]));
                           if (i)
                             body += ',';
                           body += protocol::encode_event(pub);
@@ -269,9 +263,7 @@ std::string operation_body(const persistence::operation_record& rec,
 
 void gateway::operations(std::string_view rest, transport::http_request& req,
                          transport::http_responder& respond) {
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
+  auto now = unix_now_ms();
   if (rest.empty()) { // POST /api/v1/operations
     if (req.method != "POST")
       return respond(error_reply(error_code::method_not_allowed));

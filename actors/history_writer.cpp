@@ -1,5 +1,6 @@
 #include "actors/history_writer.hpp"
 
+#include "actors/clock.hpp"
 #include "actors/messages.hpp"
 
 #include <caf/all.hpp>
@@ -74,10 +75,7 @@ void commit_pending(writer_actor* self) {
 
 void apply_retention(writer_actor* self) {
   auto& st = self->state;
-  using namespace std::chrono;
-  auto now_ms =
-      duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-          .count();
+  auto now_ms = unix_now_ms();
   for (auto& room : st.written) {
     const auto& p = st.cfg.retention.for_room(room);
     auto keep = p.max_events > 0 ? p.max_events
@@ -181,6 +179,21 @@ caf::behavior writer(writer_actor* self,
 }
 
 } // namespace
+
+protocol::publication to_publication(const protocol::room_id& room,
+                                     const std::string& epoch,
+                                     persistence::stored_event&& ev) {
+  protocol::publication pub;
+  pub.room = room;
+  pub.type = std::move(ev.type);
+  pub.event = std::move(ev.event);
+  pub.data = std::move(ev.data);
+  pub.publish_id = std::move(ev.publish_id);
+  pub.offset = ev.offset;
+  pub.epoch = epoch;
+  pub.timestamp_ms = ev.timestamp_ms;
+  return pub;
+}
 
 caf::actor
 spawn_history_writer(caf::actor_system& sys,

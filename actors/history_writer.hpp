@@ -31,6 +31,7 @@
 #include "actors/node_state.hpp"
 #include "persistence/history_store.hpp"
 #include "persistence/retention.hpp"
+#include "protocol/publication.hpp"
 
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/fwd.hpp>
@@ -52,6 +53,11 @@ struct history_writer_config {
   persistence::retention_rules retention;
   std::chrono::milliseconds trim_interval{5000};
 };
+
+/// A stored event as the publication it was, for replay and history reads.
+protocol::publication to_publication(const protocol::room_id& room,
+                                     const std::string& epoch,
+                                     persistence::stored_event&& ev);
 
 caf::actor
 spawn_history_writer(caf::actor_system& sys,

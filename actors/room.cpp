@@ -1,5 +1,7 @@
 #include "actors/room.hpp"
 
+#include "actors/clock.hpp"
+
 #include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 #include "persistence/history_store.hpp"
@@ -15,12 +17,6 @@
 namespace tidings::actors {
 
 namespace {
-
-std::int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch())
-      .count();
-}
 
 /// A resuming subscriber while its missed events are read from history.
 struct catch_up {
@@ -146,10 +142,10 @@ void go_live(room_actor* self, subscriber sub, std::uint64_t offset,
              std::optional<bool> recovered) {
   auto& st = self->state;
   sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-      true, st.id, {st.epoch, offset}, now_ms(), recovered)));
+      true, st.id, {st.epoch, offset}, unix_now_ms(), recovered)));
   if (st.reducer)
     sub.sink->deliver(transport::make_frame(protocol::encode_current_state(
-        st.id, {st.epoch, st.committed}, st.op_state, now_ms())));
+        st.id, {st.epoch, st.committed}, st.op_state, unix_now_ms())));
   st.subs.emplace(sub.conn_id, std::move(sub));
 }
 
@@ -162,19 +158,6 @@ bool fills_gap(const std::vector<persistence::stored_event>& events,
     if (events[i].offset != after + 1 + i)
       return false;
   return true;
-}
-
-protocol::publication to_publication(const room_state& st,
-                                     persistence::stored_event& ev) {
-  protocol::publication pub;
-  pub.room = st.id;
-  pub.type = std::move(ev.type);
-  pub.event = std::move(ev.event);
-  pub.data = std::move(ev.data);
-  pub.offset = ev.offset;
-  pub.epoch = st.epoch;
-  pub.timestamp_ms = ev.timestamp_ms;
-  return pub;
 }
 
 /// Feeds a resuming subscriber its missed events, then the live ones
@@ -192,8 +175,9 @@ void pump(room_actor* self, std::uint64_t conn_id) {
   auto budget = sink.max_queued_bytes() / 2;
   bool open = true;
   while (open && cu.next < cu.history.size() && sink.queued_bytes() < budget)
-    open = sink.deliver(transport::make_frame(
-        encode_for(cu.sub.wire, to_publication(st, cu.history[cu.next++]))));
+    open = sink.deliver(transport::make_frame(encode_for(
+        cu.sub.wire,
+        to_publication(st.id, st.epoch, std::move(cu.history[cu.next++])))));
   while (open && cu.next == cu.history.size() && !cu.live.empty() &&
          sink.queued_bytes() < budget) {
     open = sink.deliver(std::move(cu.live.front()));
@@ -230,7 +214,7 @@ void finish_catch_up(room_actor* self, std::uint64_t conn_id,
   auto& cu = i->second;
   bool recovered = events && fills_gap(*events, after, cu.target);
   cu.sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-      true, st.id, {st.epoch, cu.target}, now_ms(), recovered)));
+      true, st.id, {st.epoch, cu.target}, unix_now_ms(), recovered)));
   if (recovered)
     cu.history = std::move(*events);
   cu.replied = true;
@@ -347,7 +331,7 @@ caf::result<std::uint64_t> publish(room_actor* self,
   pub.publish_id = std::move(req.publish_id);
   pub.offset = ++st.assigned;
   pub.epoch = st.epoch;
-  pub.timestamp_ms = now_ms();
+  pub.timestamp_ms = unix_now_ms();
   persistence::stored_event ev{st.id.str(),   pub.offset, pub.timestamp_ms,
                                pub.type,      pub.event,  pub.data,
                                pub.publish_id};
@@ -430,7 +414,9 @@ void load_operation(room_actor* self) {
                                 auto& st = self->state;
                                 for (auto& ev : events)
                                   st.op_state = st.reducer->apply(
-                                      st.op_state, to_publication(st, ev));
+                                      st.op_state,
+                                      to_publication(st.id, st.epoch,
+                                                     std::move(ev)));
                                 st.pending_state = st.op_state;
                               },
                               [=](caf::error& err) {
@@ -573,7 +559,7 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
           self->demonitor(c->second.sub.conn);
           st.catching_up.erase(c);
           sink->deliver(transport::make_frame(protocol::encode_subscription(
-              false, st.id, {st.epoch, st.committed}, now_ms())));
+              false, st.id, {st.epoch, st.committed}, unix_now_ms())));
           went_empty(self);
           return true;
         }
@@ -584,7 +570,7 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         st.subs.erase(i);
         self->demonitor(sub.conn);
         sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-            false, st.id, {st.epoch, st.committed}, now_ms())));
+            false, st.id, {st.epoch, st.committed}, unix_now_ms())));
         went_empty(self);
         return true;
       },
