@@ -39,6 +39,22 @@ constexpr error_entry errors[] = {
     {ec::payload_too_large, "PAYLOAD_TOO_LARGE", "Request body too large", 413},
     {ec::unavailable, "UNAVAILABLE", "Service temporarily unavailable", 503},
     {ec::internal, "INTERNAL", "Internal error", 500},
+    {ec::subscription_failed, "SUBSCRIPTION_FAILED", "Subscription failed",
+     400},
+    {ec::connection_failed, "CONNECTION_FAILED", "WebSocket connection failed",
+     503},
+    {ec::invalid_channel, "INVALID_CHANNEL",
+     "Unknown channel or subscription type", 400},
+    {ec::invalid_filter, "INVALID_FILTER",
+     "Filters must be an object of dot paths to values or arrays of values",
+     400},
+    {ec::subscription_not_found, "SUBSCRIPTION_NOT_FOUND",
+     "Subscription not found", 404},
+    {ec::invalid_credentials, "INVALID_CREDENTIALS", "Invalid credentials",
+     401},
+    {ec::auth_required, "AUTH_REQUIRED", "Authentication required", 401},
+    {ec::invalid_cursor, "INVALID_CURSOR", "Cursor is malformed", 400},
+    {ec::invalid_query, "INVALID_QUERY", "A query parameter is malformed", 400},
 };
 
 using cc = close_code;
@@ -56,13 +72,24 @@ constexpr close_entry closes[] = {
     {cc::try_again_later, "too_many_connections", "Too many connections"},
     {cc::slow_consumer, "slow_consumer", "Slow consumer"},
     {cc::rate_limited, "rate_limited", "Rate limit exceeded"},
+    {cc::protocol_error, "protocol_error", "Protocol error"},
+    {cc::invalid_payload, "invalid_payload", "Invalid UTF-8"},
+    {cc::policy_violation, "auth_failed", "Authentication failed"},
+    {cc::policy_violation, "operation_not_found", "Operation not found"},
+    {cc::policy_violation, "operation_forbidden",
+     "You don't have access to this operation"},
+    {cc::policy_violation, "user_connection_limit",
+     "User connection limit exceeded"},
+    {cc::policy_violation, "operation_connection_limit",
+     "Operation connection limit exceeded"},
+    {cc::normal, "operation_completed", "Operation completed"},
 };
 
 static_assert(sizeof(errors) / sizeof(errors[0]) ==
-                  static_cast<std::size_t>(ec::internal) + 1,
+                  static_cast<std::size_t>(ec::invalid_query) + 1,
               "one error entry per error_code");
 static_assert(sizeof(closes) / sizeof(closes[0]) ==
-                  static_cast<std::size_t>(cr::rate_limited) + 1,
+                  static_cast<std::size_t>(cr::operation_completed) + 1,
               "one close entry per close_reason");
 
 } // namespace

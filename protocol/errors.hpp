@@ -32,6 +32,16 @@ enum class error_code : std::uint8_t {
   payload_too_large,
   unavailable,
   internal,
+  // Seed dialects (S0, S2, S3, SSE, long-poll):
+  subscription_failed, // S0's category for every failed (un)subscribe
+  connection_failed,   // S0's category for server-side failures
+  invalid_channel,     // S0 channel / S2 subscription type not known
+  invalid_filter,      // S2 filters malformed or beyond their bounds
+  subscription_not_found,
+  invalid_credentials, // S2 `auth_failed`
+  auth_required,       // S2: a frame other than `auth` before auth
+  invalid_cursor,      // SSE Last-Event-ID / long-poll `cursor`
+  invalid_query,       // a query parameter is malformed
 };
 
 struct error_entry {
@@ -52,6 +62,8 @@ const error_entry* error_table_end();
 enum class close_code : std::uint16_t {
   normal = 1000,
   going_away = 1001,
+  protocol_error = 1002,   // malformed WebSocket framing
+  invalid_payload = 1007,  // a text message or close reason is not UTF-8
   policy_violation = 1008, // bad or missing token, auth timeout, origin
   message_too_big = 1009,
   internal_error = 1011,
@@ -80,6 +92,15 @@ enum class close_reason : std::uint8_t {
   too_many_connections,
   slow_consumer,
   rate_limited,
+  protocol_error,
+  invalid_payload,
+  // Seed dialects (S2, S3):
+  auth_failed,                // S2: the first message was not a valid auth
+  operation_not_found,        // S3 /ws/operations/{id}: no such operation
+  operation_forbidden,        // S3: the caller may not see the operation
+  user_connection_limit,      // S3: per-user connection limit
+  operation_connection_limit, // S3: per-operation connection limit
+  operation_completed,        // S3: closed after the terminal status
 };
 
 const close_entry& describe(close_reason reason);

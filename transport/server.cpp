@@ -1,6 +1,6 @@
-// The listener and server::impl. One io_context run by `threads` threads;
-// the listener accepts on its own strand and gives every connection a new
-// strand of its own.
+// The listener and server::impl. One io_context per I/O thread, each run by
+// exactly that thread, so a session's handlers never run concurrently and
+// need no strand; the listener hands connections to the contexts in turn.
 #include "transport/server.hpp"
 
 #include "protocol/errors.hpp"
@@ -17,7 +17,9 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -38,14 +40,15 @@ constexpr std::chrono::milliseconds stop_grace{1500};
 // Executor: its own strand; stop() posts there.
 class listener : public std::enable_shared_from_this<listener> {
  public:
-  listener(net::io_context& ioc, std::shared_ptr<shared_state> state)
-      : ioc_(ioc), acceptor_(net::make_strand(ioc)),
+  listener(std::vector<net::io_context*> iocs,
+           std::shared_ptr<shared_state> state)
+      : iocs_(std::move(iocs)), acceptor_(*iocs_.front()),
         retry_(acceptor_.get_executor()), state_(std::move(state)) {}
 
   /// Binds; call before run(), from one thread.
   std::optional<std::string> open(const std::string& host, std::uint16_t port) {
     beast::error_code ec;
-    tcp::resolver resolver{ioc_};
+    tcp::resolver resolver{*iocs_.front()};
     auto results = resolver.resolve(host, std::to_string(port),
                                     tcp::resolver::passive, ec);
     if (ec || results.empty())
@@ -89,8 +92,9 @@ class listener : public std::enable_shared_from_this<listener> {
   void do_accept() {
     if (stopped_)
       return;
+    auto& ioc = *iocs_[next_++ % iocs_.size()];
     acceptor_.async_accept(
-        net::make_strand(ioc_),
+        ioc,
         beast::bind_front_handler(&listener::on_accept, shared_from_this()));
   }
 
@@ -110,7 +114,8 @@ class listener : public std::enable_shared_from_this<listener> {
     do_accept();
   }
 
-  net::io_context& ioc_;
+  std::vector<net::io_context*> iocs_;
+  std::size_t next_ = 0;
   tcp::acceptor acceptor_;
   net::steady_timer retry_;
   std::shared_ptr<shared_state> state_;
@@ -121,26 +126,43 @@ class listener : public std::enable_shared_from_this<listener> {
 } // namespace
 
 struct server::impl {
-  // Declared first so that it is destroyed last: every I/O object below
-  // belongs to it.
-  net::io_context ioc;
+  using work_guard = net::executor_work_guard<net::io_context::executor_type>;
+
+  // Declared first so that they are destroyed last: every I/O object below
+  // belongs to one of them. iocs[0] also runs the listener and stop().
+  std::vector<std::unique_ptr<net::io_context>> iocs;
   std::shared_ptr<shared_state> state;
   std::shared_ptr<listener> accept;
-  net::executor_work_guard<net::io_context::executor_type> work;
-  net::steady_timer grace;
-  unsigned threads;
+  std::vector<work_guard> work;
+  std::unique_ptr<net::steady_timer> grace;
   std::atomic<bool> stopping{false};
 
   impl(server_options opts, std::shared_ptr<application> app)
-      : ioc(static_cast<int>(opts.threads > 0 ? opts.threads : 1)),
-        state(std::make_shared<shared_state>(std::move(opts), std::move(app))),
-        work(ioc.get_executor()), grace(ioc),
-        threads(state->options().threads > 0 ? state->options().threads : 1) {}
+      : state(std::make_shared<shared_state>(std::move(opts), std::move(app))) {
+    const auto n = std::max(1u, state->options().threads);
+    for (unsigned i = 0; i < n; ++i) {
+      iocs.push_back(std::make_unique<net::io_context>(1));
+      work.emplace_back(iocs.back()->get_executor());
+    }
+    grace = std::make_unique<net::steady_timer>(*iocs.front());
+  }
 
   ~impl() {
-    ioc.stop();
+    stop_all();
     state->detach();
     abandon_sessions();
+  }
+
+  std::vector<net::io_context*> contexts() const {
+    std::vector<net::io_context*> out;
+    for (const auto& c : iocs)
+      out.push_back(c.get());
+    return out;
+  }
+
+  void stop_all() {
+    for (auto& c : iocs)
+      c->stop();
   }
 
   // Ends the sessions still registered. Only while no I/O thread runs.
@@ -149,19 +171,19 @@ struct server::impl {
       s->abandon();
   }
 
-  // Runs on the io_context.
+  // Runs on iocs[0].
   void begin_stop() {
-    work.reset();
+    work.clear();
     if (accept)
       accept->stop();
     const auto& e = protocol::describe(protocol::close_reason::shutting_down);
     for (auto& s : state->begin_stop())
       s->close(static_cast<std::uint16_t>(e.code), e.reason);
-    state->when_empty([this] { ioc.stop(); });
-    grace.expires_after(stop_grace);
-    grace.async_wait([this](beast::error_code ec) {
+    state->when_empty([this] { stop_all(); });
+    grace->expires_after(stop_grace);
+    grace->async_wait([this](beast::error_code ec) {
       if (!ec)
-        ioc.stop();
+        stop_all();
     });
   }
 };
@@ -174,7 +196,7 @@ server::~server() = default;
 std::optional<std::string> server::listen() {
   if (impl_->accept)
     return std::string{"already listening"};
-  auto l = std::make_shared<listener>(impl_->ioc, impl_->state);
+  auto l = std::make_shared<listener>(impl_->contexts(), impl_->state);
   const auto& opts = impl_->state->options();
   if (auto err = l->open(opts.host, opts.port))
     return err;
@@ -189,10 +211,9 @@ std::uint16_t server::port() const {
 
 void server::run() {
   std::vector<std::thread> extra;
-  extra.reserve(impl_->threads - 1);
-  for (unsigned i = 1; i < impl_->threads; ++i)
-    extra.emplace_back([this] { impl_->ioc.run(); });
-  impl_->ioc.run();
+  for (std::size_t i = 1; i < impl_->iocs.size(); ++i)
+    extra.emplace_back([c = impl_->iocs[i].get()] { c->run(); });
+  impl_->iocs.front()->run();
   for (auto& t : extra)
     t.join();
   // Sessions that outlived the grace period: their handlers hear of it
@@ -203,7 +224,7 @@ void server::run() {
 void server::stop() {
   if (impl_->stopping.exchange(true))
     return;
-  net::post(impl_->ioc, [i = impl_.get()] { i->begin_stop(); });
+  net::post(*impl_->iocs.front(), [i = impl_.get()] { i->begin_stop(); });
 }
 
 transport_counters server::counters() const {
