@@ -1,24 +1,37 @@
 // `tidings bench`: a bounded, loopback-only load generator. N WebSocket
-// subscribers spread over R rooms, M events published over keep-alive HTTP
-// connections at a paced rate; every payload carries its send time on this
-// process's steady clock, so publish-to-receive latency needs no clock sync.
+// subscribers spread over R rooms, M events published at a paced rate;
+// every payload carries its send time on this process's steady clock, so
+// publish-to-receive latency needs no clock sync.
+//
+// Three scenarios (--mode): fanout (publish, measure delivery), idle (hold
+// the connections, measure the server's memory per connection) and storm
+// (every subscriber drops its socket mid-stream and resumes: measure how
+// long until nobody has a hole). Two wire protocols (--protocol): the
+// native one (plain WebSocket, frames from templates) and Socket.IO 4
+// (Engine.IO v4 over WebSocket, see bench_sio.hpp). Publishing goes over
+// keep-alive HTTP or over WebSocket connections (--publish-method). The
+// wire details are templates, so the same generator drives Tidings and its
+// peers (nginx+nchan, Socket.IO, plain `ws`) on loopback.
 //
 // Everything runs on one io_context on one thread: the generator shares the
 // machine's cores with the server it measures, and one thread keeps its own
-// cost small, measurable and free of locks. The wire details (URL, subscribe
-// frame, what counts as "subscribed", publish path and body) are templates,
-// so the same generator can drive other servers on loopback.
+// cost small, measurable and free of locks.
 //
 // This is the only Beast translation unit in app/; the bookkeeping it needs
-// lives in bench_stats, bench_proc and bench_report, which have no sockets.
+// lives in bench_stats, bench_storm, bench_sio, bench_source, bench_proc and
+// bench_report, which have no sockets.
 #include "app/bench_proc.hpp"
 #include "app/bench_report.hpp"
+#include "app/bench_sio.hpp"
+#include "app/bench_source.hpp"
 #include "app/bench_stats.hpp"
+#include "app/bench_storm.hpp"
 #include "app/commands.hpp"
 #include "app/options.hpp"
 #include "protocol/jwt.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -29,7 +42,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -39,7 +54,9 @@
 #include <utility>
 #include <vector>
 
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 namespace tidings::app {
 
@@ -54,6 +71,62 @@ using steady = std::chrono::steady_clock;
 
 const char* usage_line = "tidings bench [options]";
 
+// Printed after the options by --help: the contract scripts rely on.
+const char* help_epilogue = R"(
+Modes:
+  fanout  subscribers connect and subscribe, then --events are published at
+          --rate; reports deliveries/s, latency, missed/duplicated/misrouted.
+  idle    subscribers connect and subscribe, then the bench holds them for
+          --idle-hold seconds and publishes nothing. The server's RSS and PSS
+          (summed over every --server-pid) are read before the first
+          connection and after the hold: rss_per_conn_bytes and
+          pss_per_conn_bytes = (after - before) / connected.
+  storm   like fanout, but --storm-after seconds after publishing starts
+          every subscriber closes its TCP socket at once (no WebSocket close)
+          and reconnects (at most --max-handshakes in flight), resuming from
+          its cursor: native = --resume-frame with the epoch and offset of
+          the last event it received (or of its subscribe confirmation);
+          socketio --sio-recovery = 40{"pid","offset"}; otherwise the
+          --subscribe-frame again (missed events are expected then).
+          storm_reconnect_ms: from the drop until every dropped subscriber
+          is subscribed again (empty if one failed).
+          storm_catchup_ms: from the drop until the last subscriber caught
+          up. Subscriber c, subscribed again at R_c, has caught up at the
+          first instant >= R_c at which it holds every event of its room
+          the bench had sent before R_c (all published before the drop and
+          while it was away, in any arrival order). It counts only if at
+          the end it also holds every later event that was sent and not
+          refused (no hole left). Empty unless every one caught up.
+          Duplicates across the reconnect count as duplicated.
+
+Socket.IO (--protocol socketio): Engine.IO v4 over WebSocket only; give the
+URL, e.g. --url-template '/socket.io/?EIO=4&transport=websocket'. On the
+open packet the bench sends 40 (CONNECT, default namespace), on 40{...} the
+--subscribe-frame (e.g. 42["join","{room}"]), answers every ping 2 with 3,
+and is subscribed when a frame matches --ready-match.
+
+More connections than one source address has local ports (IPv4 loopback):
+connection i binds to 127.0.0.(1 + i / --per-source-address).
+
+CSV columns (--format csv --csv-header prints them; scripts should select by
+name): host port subscribers rooms events rate publishers payload_bytes
+connected connect_failed connect_s handshake_p50_ms handshake_p99_ms
+published acked publish_errors ack_p50_ms ack_p99_ms max_behind_schedule_ms
+expected received window_s deliveries_per_s latency_p50_ms latency_p90_ms
+latency_p99_ms latency_p999_ms latency_max_ms missed duplicated misrouted
+out_of_order unacked_deliveries disconnected error_frames cpu_window_s
+server_cpu_s server_cpu_pct deliveries_per_server_cpu_s
+server_rss_before_connect server_rss_after_connect server_rss_per_connection
+server_rss_end server_pss_end bench_cpu_s bench_cpu_pct timed_out ok mode
+protocol publish_method sio_recovery source_addresses idle_hold_s
+server_pss_before_connect server_rss_after_hold server_pss_after_hold
+rss_per_conn_bytes pss_per_conn_bytes bench_rss_bytes storm_after_s
+storm_sent_before_drop storm_dropped storm_reconnected
+storm_reconnect_failed storm_recovered storm_caught_up storm_reconnect_ms
+storm_catchup_ms. Empty cell = not measured. handshake_* is the connect
+time: TCP connect to subscribed.
+)";
+
 std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -62,33 +135,60 @@ std::uint64_t now_ns() {
 }
 
 enum class output_format { human, json, csv };
+enum class run_mode { fanout, idle, storm };
+enum class wire_protocol { native, socketio };
+enum class publish_via { http, ws };
 
 struct bench_config {
   std::string host; // as given, for Host headers
   net::ip::address address;
   std::uint16_t port = 0;
+  run_mode mode = run_mode::fanout;
+  wire_protocol protocol = wire_protocol::native;
+  publish_via publish_method = publish_via::http;
+  bool sio_recovery = false;
   std::size_t subscribers = 0;
   std::size_t rooms = 0;
   std::uint64_t events = 0;
   double rate = 0;
-  std::size_t publishers = 0;
+  std::size_t publishers = 0;      // 0 in idle mode
   std::vector<std::string> tokens; // subscriber i uses tokens[i % size]
   std::string api_key;
   std::string room_prefix;
   std::string url_template;
   std::string subscribe_template;
+  std::string resume_template;
   std::vector<std::string> ready_match; // templates, all must appear
   std::string publish_path;
   std::string publish_body;
+  std::string publish_url;           // --publish-method ws
+  std::string publish_frame;         // --publish-method ws
+  bool publish_url_per_room = false; // publish_url names a {room}
   std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds drain{0};
+  std::chrono::milliseconds idle_hold{0};
+  std::chrono::milliseconds storm_after{0};
   std::vector<int> server_pids;
   std::size_t payload_bytes = 0;
   output_format format = output_format::human;
   bool csv_header = false;
   double connect_rate = 0;
   std::size_t max_handshakes = 0;
+  std::uint64_t per_source_address = 0;
+  bench::source_plan sources; // set by check_resources
 };
+
+const char* mode_name(run_mode m) {
+  switch (m) {
+  case run_mode::fanout:
+    return "fanout";
+  case run_mode::idle:
+    return "idle";
+  case run_mode::storm:
+    return "storm";
+  }
+  return "?";
+}
 
 // ---------------------------------------------------------------- options
 
@@ -102,12 +202,18 @@ void declare_options(options& o) {
   add("host", "127.0.0.1",
       "server address; loopback only (127.0.0.0/8, ::1, localhost)");
   add("port", "8000", "server port");
+  add("mode", "fanout", "fanout, idle or storm (see below)");
+  add("protocol", "native",
+      "native (plain WebSocket, frames from the templates) or socketio "
+      "(Engine.IO v4 over WebSocket)");
   add("subscribers", "1000", "WebSocket subscribers");
   add("rooms", "1", "rooms; subscriber i joins room i % rooms");
   add("events", "1000",
-      "events published in total; event s goes to room s % rooms");
+      "events published in total; event s goes to room s % rooms (ignored "
+      "in idle mode)");
   add("rate", "100", "events per second in total; 0 publishes unpaced");
-  add("publishers", "4", "keep-alive HTTP connections used to publish");
+  add("publishers", "4",
+      "connections used to publish, one event in flight on each");
   add("secret", "dev-secret-change-me",
       "HS256 secret used to mint subscriber tokens (rooms claim "
       "<room-prefix>*)");
@@ -120,20 +226,45 @@ void declare_options(options& o) {
   add("url-template", "/api/v1/ws?token={token}",
       "WebSocket target; {token}, {room} and {i} are replaced");
   add("subscribe-frame", R"({"type":"subscribe","room_id":"{room}"})",
-      "text frame sent after the upgrade ({room}, {token}, {i}); empty sends "
-      "none (room chosen by the URL)");
+      "text frame sent once connected ({room}, {token}, {i}); empty sends "
+      "none (room chosen by the URL). socketio: sent after the CONNECT "
+      "ack, e.g. 42[\"join\",\"{room}\"]");
+  add("resume-frame",
+      R"({"type":"subscribe","room_id":"{room}","since":{"epoch":"{epoch}","offset":{offset}}})",
+      "native storm: frame sent on reconnect when the subscriber has a "
+      "cursor (the epoch and offset of the last event, or of the subscribe "
+      "confirmation); {room}, {token}, {i}, {epoch}, {offset}");
   add("ready-match", R"("subscribed"|"{room}")",
       "'|'-separated substrings ({room} replaced) that must all appear in "
       "one frame for a subscriber to count as subscribed; empty = ready "
       "after the subscribe frame is written");
+  o.add("sio-recovery", "false",
+        "socketio storm: resume with Socket.IO connection state recovery "
+        "(40{\"pid\",\"offset\"}) instead of joining again",
+        true, false);
+  add("publish-method", "http",
+      "http (POST --publish-path, counted when answered 200) or ws (frames "
+      "on WebSocket connections to --publish-url, counted when written: no "
+      "ack)");
   add("publish-path", "/api/v1/publish", "HTTP POST target ({room})");
   add("publish-body", R"({"room_id":"{room}","type":"bench","data":{data}})",
       "HTTP body; {room} and {data} (the bench payload object) are replaced");
+  add("publish-url", "/api/v1/ws?token={token}",
+      "publish-method ws: WebSocket target ({token}, {api_key}; with "
+      "{room}, publisher p serves room p % rooms only and --publishers must "
+      "be at least --rooms)");
+  add("publish-frame", R"({"type":"publish","room_id":"{room}","data":{data}})",
+      "publish-method ws: text frame per event ({room}, {data}); with "
+      "--protocol socketio e.g. 42[\"publish\",\"{room}\",{data}]");
+  add("idle-hold", "5", "idle mode: seconds to hold every connection");
+  add("storm-after", "2",
+      "storm mode: seconds after publishing starts when every subscriber "
+      "drops and reconnects");
   add("timeout", "60", "bound on the whole run, seconds");
   add("drain", "5", "seconds to wait for stragglers after the last publish");
   add("server-pid", "",
-      "server process id(s), comma-separated: CPU over the publish window, "
-      "RSS and PSS");
+      "server process id(s), comma-separated (e.g. nginx master and "
+      "workers): CPU, RSS and PSS are summed over all of them");
   add("payload-bytes", "0", "pad each payload object to about this size");
   add("format", "human", "output: human, json or csv (one line)");
   o.add("csv-header", "false",
@@ -141,7 +272,12 @@ void declare_options(options& o) {
   add("connect-rate", "0",
       "new connections per second; 0 = as fast as "
       "--max-handshakes allows");
-  add("max-handshakes", "200", "connection handshakes in flight at once");
+  add("max-handshakes", "200",
+      "connection handshakes in flight at once (also bounds a storm's "
+      "reconnects)");
+  add("per-source-address", "20000",
+      "IPv4: above this many connections, bind them to 127.0.0.1, "
+      "127.0.0.2, ... this many each (capped at the local port range)");
 }
 
 std::optional<net::ip::address> loopback_address(std::string host) {
@@ -235,6 +371,11 @@ double non_negative(const options& o, const char* name) {
   return v;
 }
 
+std::chrono::milliseconds seconds_option(const options& o, const char* name) {
+  return std::chrono::milliseconds(
+      static_cast<std::int64_t>(non_negative(o, name) * 1000));
+}
+
 // Reads and checks every option; an error text means a usage error.
 std::optional<std::string> read_config(const options& o, bench_config* c) {
   try {
@@ -246,6 +387,32 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
              "loopback";
     c->address = *addr;
     c->port = static_cast<std::uint16_t>(bounded(o, "port", 1, 65535));
+    auto mode = o.str("mode");
+    if (mode == "fanout")
+      c->mode = run_mode::fanout;
+    else if (mode == "idle")
+      c->mode = run_mode::idle;
+    else if (mode == "storm")
+      c->mode = run_mode::storm;
+    else
+      return "--mode: expected fanout, idle or storm";
+    auto proto = o.str("protocol");
+    if (proto == "native")
+      c->protocol = wire_protocol::native;
+    else if (proto == "socketio")
+      c->protocol = wire_protocol::socketio;
+    else
+      return "--protocol: expected native or socketio";
+    c->sio_recovery = o.flag("sio-recovery");
+    if (c->sio_recovery && c->protocol != wire_protocol::socketio)
+      return "--sio-recovery needs --protocol socketio";
+    auto method = o.str("publish-method");
+    if (method == "http")
+      c->publish_method = publish_via::http;
+    else if (method == "ws")
+      c->publish_method = publish_via::ws;
+    else
+      return "--publish-method: expected http or ws";
     c->subscribers =
         static_cast<std::size_t>(bounded(o, "subscribers", 1, 1'000'000));
     c->rooms = static_cast<std::size_t>(bounded(o, "rooms", 1, 1'000'000));
@@ -253,17 +420,31 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
         static_cast<std::uint64_t>(bounded(o, "events", 0, 100'000'000));
     c->rate = non_negative(o, "rate");
     c->publishers = static_cast<std::size_t>(bounded(o, "publishers", 1, 1000));
+    if (c->mode == run_mode::idle) {
+      c->events = 0;
+      c->publishers = 0;
+    }
     c->api_key = o.str("api-key");
     c->room_prefix = o.str("room-prefix");
     c->url_template = o.str("url-template");
     c->subscribe_template = o.str("subscribe-frame");
+    c->resume_template = o.str("resume-frame");
     c->ready_match = split(o.str("ready-match"), '|');
     c->publish_path = o.str("publish-path");
     c->publish_body = o.str("publish-body");
+    c->publish_url = o.str("publish-url");
+    c->publish_frame = o.str("publish-frame");
+    c->publish_url_per_room =
+        c->publish_method == publish_via::ws &&
+        c->publish_url.find("{room}") != std::string::npos;
+    if (c->publish_url_per_room && c->publishers < c->rooms)
+      return "--publish-url names {room}: --publishers must be at least "
+             "--rooms";
     auto timeout = bounded(o, "timeout", 1, 24 * 3600);
     c->timeout = std::chrono::seconds(timeout);
-    c->drain = std::chrono::milliseconds(
-        static_cast<std::int64_t>(non_negative(o, "drain") * 1000));
+    c->drain = seconds_option(o, "drain");
+    c->idle_hold = seconds_option(o, "idle-hold");
+    c->storm_after = seconds_option(o, "storm-after");
     if (auto err = bench::parse_pids(o.list("server-pid"), &c->server_pids))
       return err;
     c->payload_bytes =
@@ -281,6 +462,8 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
     c->connect_rate = non_negative(o, "connect-rate");
     c->max_handshakes =
         static_cast<std::size_t>(bounded(o, "max-handshakes", 1, 100'000));
+    c->per_source_address = static_cast<std::uint64_t>(
+        bounded(o, "per-source-address", 1, 1'000'000));
     if (o.str("token").empty() && o.str("secret").empty())
       return "--secret or --token is required";
     bounded(o, "users", 0, 1'000'000);
@@ -293,27 +476,61 @@ std::optional<std::string> read_config(const options& o, bench_config* c) {
 }
 
 // Each connection holds a descriptor and, towards one server address and
-// port, a distinct local port: check both before opening any.
-std::optional<std::string> check_resources(const bench_config& c) {
-  std::uint64_t needed = c.subscribers + c.publishers + 64;
+// port, a distinct local port per source address: check the descriptors,
+// and spread IPv4 connections over 127.0.0.x when one address is not
+// enough.
+std::optional<std::string> check_resources(bench_config& c) {
+  std::uint64_t connections = c.subscribers + c.publishers;
+  std::uint64_t needed = connections + 64;
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur != RLIM_INFINITY && needed > rl.rlim_cur)
-      return std::to_string(c.subscribers) + " subscribers need about " +
-             std::to_string(needed) + " file descriptors; the hard limit " +
-             "(ulimit -Hn) is " + std::to_string(rl.rlim_cur);
+      return std::to_string(connections) + " connections need about " +
+             std::to_string(needed) +
+             " file descriptors, but the hard limit (ulimit -Hn) is " +
+             std::to_string(rl.rlim_cur) +
+             "; raise it first (as root: " + "ulimit -n " +
+             std::to_string(needed) + ")";
   }
   std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
   std::uint64_t lo = 0;
   std::uint64_t hi = 0;
-  if (range >> lo >> hi && hi >= lo && needed - 64 > hi - lo + 1)
+  if (!(range >> lo >> hi) || hi < lo)
+    return std::nullopt; // unknown: let connect() tell
+  auto ports = hi - lo + 1;
+  if (c.address.is_v4())
+    return bench::plan_sources(connections, ports, c.per_source_address,
+                               &c.sources);
+  if (connections > ports)
     return "the local port range (" + std::to_string(lo) + "-" +
            std::to_string(hi) + ") is too small for " +
-           std::to_string(needed - 64) + " connections to one address";
+           std::to_string(connections) +
+           " connections to one IPv6 address; use an IPv4 loopback host, "
+           "which spreads them over 127.0.0.x";
   return std::nullopt;
+}
+
+// Binds a client socket to its planned source address, if any. The port is
+// left to connect() (IP_BIND_ADDRESS_NO_PORT), so the kernel picks one free
+// for the whole 4-tuple instead of reserving it for every destination.
+beast::error_code bind_source(tcp::socket& socket,
+                              const bench::source_plan& plan,
+                              std::uint64_t index) {
+  beast::error_code ec;
+  auto addr = plan.address_for(index);
+  if (!addr)
+    return ec;
+  socket.open(tcp::v4(), ec);
+  if (ec)
+    return ec;
+  int one = 1;
+  ::setsockopt(socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT,
+               &one, sizeof one);
+  socket.bind({net::ip::address_v4(*addr), 0}, ec);
+  return ec;
 }
 
 // Due times k / rate after a start, computed from k rather than accumulated
@@ -347,56 +564,165 @@ bool is_error_frame(std::string_view frame) {
   return frame.find(R"("type":"error")") != std::string_view::npos;
 }
 
+// ": CODE" from an error frame's "error_code" (or "code") string, so the report
+// groups failures by cause; empty when there is none. The text is the
+// server's, but it is only counted and printed, never interpreted.
+std::string error_code_of(std::string_view frame) {
+  for (std::string_view key : {R"("error_code":")", R"("code":")"}) {
+    auto k = frame.find(key);
+    if (k == std::string_view::npos)
+      continue;
+    auto start = k + key.size();
+    auto end = frame.find('"', start);
+    if (end == std::string_view::npos || end - start > 64)
+      continue;
+    return ": " + std::string(frame.substr(start, end - start));
+  }
+  return {};
+}
+
 std::string describe(const char* stage, const beast::error_code& ec) {
   return std::string(stage) + ": " + ec.message();
 }
 
 class bench_run;
 
+// ------------------------------------------------------------- ws_client
+
+// One WebSocket connection that speaks --protocol: it connects (from its
+// planned source address), upgrades, and for Socket.IO runs the Engine.IO
+// handshake and heartbeat; the subclass gets "session open" and the
+// application frames. Writes are queued, one in flight. abort_link() closes
+// the TCP socket at once; a generation number makes the aborted
+// connection's late completions no-ops. Runs on the bench's io_context
+// thread.
+class ws_client {
+ public:
+  ws_client(bench_run& run, std::uint64_t conn_index)
+      : run_(run), conn_index_(conn_index) {}
+  virtual ~ws_client() = default;
+  ws_client(const ws_client&) = delete;
+  ws_client& operator=(const ws_client&) = delete;
+
+ protected:
+  enum class write_kind { control, subscribe, publish };
+
+  void open(std::string target);
+  void send_text(std::string text, write_kind kind);
+  /// Closes the socket now (no WebSocket close): what a crash or a lost
+  /// network looks like to the server.
+  void abort_link();
+  void close_gracefully(std::function<void()> done);
+
+  /// Native: after the upgrade. Socket.IO: on the CONNECT ack, `recovered`
+  /// when the server restored the earlier session (same pid).
+  virtual void on_session_open(bool recovered) = 0;
+  virtual void on_app_frame(std::string_view frame,
+                            std::uint64_t received_ns) = 0;
+  virtual void on_written(write_kind) {}
+  /// Any failure of the link; the subclass decides what it means.
+  virtual void on_link_error(std::string what) = 0;
+  /// Socket.IO CONNECT packet; subscribers resume with it.
+  virtual std::string sio_connect_packet() const { return "40"; }
+
+  bench_run& run_;
+  std::uint64_t conn_index_; // source-address slot
+  std::string sio_pid_;      // the session's pid (recovery only)
+  std::string sio_offset_;   // the last offset seen while it had a pid
+
+ private:
+  struct link {
+    explicit link(net::io_context& io) : ws(io) {}
+    websocket::stream<beast::tcp_stream> ws;
+    beast::flat_buffer buffer;
+  };
+
+  void on_connect(std::uint64_t gen, const beast::error_code& ec);
+  void on_handshake(std::uint64_t gen, const beast::error_code& ec);
+  void read(std::uint64_t gen);
+  void on_read(std::uint64_t gen, const beast::error_code& ec);
+  void on_sio_frame(std::string_view frame, std::uint64_t received_ns);
+  void write_next();
+  std::string close_text(const beast::error_code& ec) const;
+
+  std::unique_ptr<link> link_;
+  std::unique_ptr<link> retired_; // an aborted link, until its ops finish
+  std::deque<std::pair<std::string, write_kind>> out_;
+  bool writing_ = false;
+  std::uint64_t gen_ = 0;
+  std::string target_;
+};
+
 // ------------------------------------------------------------- subscriber
 
-// One WebSocket client: connect, upgrade, subscribe, then read until the
-// run closes it. Runs on the bench's io_context thread.
-class subscriber {
+// One subscriber: connect, subscribe, read until the run closes it; in a
+// storm, drop and resume from its cursor. Runs on the bench's io_context
+// thread.
+class subscriber final : public ws_client {
  public:
-  subscriber(bench_run& run, std::size_t index);
+  subscriber(bench_run& run, std::size_t index)
+      : ws_client(run, index), index_(index) {}
   void start();
+  /// Storm: close the socket abruptly; false if it was not subscribed.
+  bool drop();
+  void reconnect();
   /// Graceful close of a subscribed connection; false if it was not open.
   bool close();
 
  private:
-  enum class state { idle, connecting, ready, closing, done };
+  enum class state {
+    idle,
+    connecting,
+    ready,
+    away, // dropped by the storm, waiting for a handshake slot
+    reconnecting,
+    closing,
+    done
+  };
 
-  void on_connect(const beast::error_code& ec);
-  void on_handshake(const beast::error_code& ec);
-  void on_subscribe_written(const beast::error_code& ec);
-  void read();
-  void on_read(const beast::error_code& ec);
-  void on_frame(std::string_view frame, std::uint64_t received_ns);
-  void become_ready();
-  void fail(std::string what);
-  std::string close_text(const beast::error_code& ec) const;
+  void on_session_open(bool recovered) override;
+  void on_app_frame(std::string_view frame, std::uint64_t received_ns) override;
+  void on_written(write_kind kind) override;
+  void on_link_error(std::string what) override;
+  std::string sio_connect_packet() const override;
+  bool deliver(std::string_view frame, std::uint64_t received_ns);
+  void take_cursor(std::string_view frame);
+  void become_ready(bool recovered);
 
-  bench_run& run_;
   std::size_t index_;
-  websocket::stream<beast::tcp_stream> ws_;
-  beast::flat_buffer buffer_;
-  std::string target_;
-  std::string frame_;
   steady::time_point started_;
   state state_ = state::idle;
+  // Native resume cursor: the last event's (or the confirmation's).
+  std::string epoch_;
+  std::uint64_t offset_ = 0;
+  bool has_cursor_ = false;
 };
 
-// -------------------------------------------------------------- publisher
+// -------------------------------------------------------------- publishers
+
+// What the run hands events to: one event in flight per publisher; it
+// answers through bench_run::publish_done.
+class publisher {
+ public:
+  explicit publisher(std::size_t pool) : pool_(pool) {}
+  virtual ~publisher() = default;
+  virtual void send(std::uint64_t seq) = 0;
+  virtual void close() = 0;
+  /// Which idle pool it returns to: its room when --publish-url names one.
+  std::size_t pool() const { return pool_; }
+
+ private:
+  std::size_t pool_;
+};
 
 // One keep-alive HTTP connection sending one publish at a time; it
 // reconnects lazily after an error or a `Connection: close`. Runs on the
 // bench's io_context thread.
-class publisher {
+class http_publisher final : public publisher {
  public:
-  explicit publisher(bench_run& run);
-  void send(std::uint64_t seq);
-  void close();
+  http_publisher(bench_run& run, std::uint64_t conn_index);
+  void send(std::uint64_t seq) override;
+  void close() override;
 
  private:
   void on_connect(const beast::error_code& ec);
@@ -406,6 +732,7 @@ class publisher {
   void done(unsigned status, std::string error);
 
   bench_run& run_;
+  std::uint64_t conn_index_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> req_;
@@ -415,12 +742,38 @@ class publisher {
   bool connected_ = false;
 };
 
+// One WebSocket connection publishing a frame per event. There is no ack:
+// an event counts as published once its frame is written. It connects on
+// the first send and again after an error. Runs on the bench's io_context
+// thread.
+class ws_publisher final : public publisher, public ws_client {
+ public:
+  ws_publisher(bench_run& run, std::size_t index, std::size_t pool);
+  void send(std::uint64_t seq) override;
+  void close() override;
+
+ private:
+  void on_session_open(bool recovered) override;
+  void on_app_frame(std::string_view frame, std::uint64_t received_ns) override;
+  void on_written(write_kind kind) override;
+  void on_link_error(std::string what) override;
+  void write();
+
+  std::size_t index_;
+  bool open_ = false;
+  bool opening_ = false;
+  bool in_flight_ = false;
+  std::uint64_t seq_ = 0;
+  std::uint64_t written_ns_ = 0;
+};
+
 // -------------------------------------------------------------- bench_run
 
-// Drives the phases (connect, publish, drain, close) and owns everything.
-// Phase changes are checked by one 10 ms tick rather than from every
-// completion handler, which keeps the phase logic in one place; timing
-// figures come from the handlers themselves, not from the tick.
+// Drives the phases (connect, then publish and drain, or hold; then close)
+// and owns everything. Phase changes are checked by one 10 ms tick rather
+// than from every completion handler, which keeps the phase logic in one
+// place; timing figures come from the handlers themselves, not from the
+// tick.
 class bench_run {
  public:
   explicit bench_run(const bench_config& cfg);
@@ -434,29 +787,45 @@ class bench_run {
   const std::string& host_header() const { return host_header_; }
   std::string target_for(std::size_t sub) const;
   std::string subscribe_frame_for(std::size_t sub) const;
+  std::string resume_frame_for(std::size_t sub, std::string_view epoch,
+                               std::uint64_t offset) const;
   bool is_ready_frame(std::size_t sub, std::string_view frame) const;
   std::string publish_target(std::uint64_t seq) const;
   std::string publish_body(std::uint64_t seq, std::uint64_t sent_ns) const;
+  std::string publish_url_for(std::size_t publisher, std::size_t pool) const;
+  std::string publish_frame(std::uint64_t seq, std::uint64_t sent_ns) const;
+  bool storm_mode() const { return cfg_.mode == run_mode::storm; }
 
   void subscriber_ready(std::size_t sub, steady::duration handshake);
   void subscriber_failed(std::string what);
+  void subscriber_resubscribed(std::size_t sub, bool recovered);
+  void subscriber_reconnect_failed(std::string what);
   void subscriber_dropped(std::string what);
   void subscriber_closed();
-  void frame(std::size_t sub, std::string_view frame,
+  /// A frame that may be a delivery; true when it held a bench payload.
+  bool frame(std::size_t sub, std::string_view frame,
              std::uint64_t received_ns);
+  void publisher_error_frame() { ++results_.error_frames; }
   void publish_done(publisher& p, std::uint64_t seq, std::uint64_t written_ns,
                     unsigned status, std::string error);
 
  private:
-  enum class phase { connecting, publishing, draining, closing };
+  enum class phase { connecting, publishing, draining, holding, closing };
 
   void tick();
   void launch_connects();
   void start_publishing();
+  void start_hold();
   void on_publish_timer();
   void feed_publishers();
+  void storm_drop();
+  void launch_reconnects();
+  bool storm_settled() const;
   void finish(bool graceful);
   std::size_t room_index(std::string_view name) const;
+  std::size_t pool_of_event(std::uint64_t seq) const {
+    return cfg_.publish_url_per_room ? ledger_.room_of_event(seq) : 0;
+  }
   const std::string& room_name(std::size_t room) const {
     return room_names_[room];
   }
@@ -466,18 +835,21 @@ class bench_run {
   net::steady_timer tick_timer_{io_};
   net::steady_timer connect_timer_{io_};
   net::steady_timer publish_timer_{io_};
+  net::steady_timer storm_timer_{io_};
   std::string host_header_;
   std::vector<std::string> room_names_;
   std::vector<std::vector<std::string>> ready_match_; // per room
   bench::delivery_ledger ledger_;
+  std::optional<bench::catchup_tracker> catchup_; // storm mode
   bench::run_results results_;
   std::vector<std::unique_ptr<subscriber>> subscribers_;
   std::vector<std::unique_ptr<publisher>> publishers_;
-  std::vector<publisher*> idle_;
+  std::vector<std::vector<publisher*>> idle_; // by pool
 
   phase phase_ = phase::connecting;
   steady::time_point deadline_;
   steady::time_point drain_deadline_;
+  steady::time_point hold_end_;
   steady::time_point close_deadline_;
 
   pacer connect_pacer_;
@@ -494,6 +866,11 @@ class bench_run {
   std::uint64_t first_publish_ns_ = 0;
   std::uint64_t last_delivery_ns_ = 0;
 
+  // Storm: who still waits for a handshake slot, and when things happened.
+  std::deque<std::size_t> reconnect_queue_;
+  std::uint64_t storm_drop_ns_ = 0;
+  std::uint64_t last_resubscribed_ns_ = 0;
+
   // The CPU window ends at the first tick after the last delivery, not at
   // the end of the drain: waiting for stragglers that never come would
   // otherwise dilute the CPU share.
@@ -504,24 +881,36 @@ class bench_run {
   std::size_t closes_pending_ = 0;
 };
 
-// ------------------------------------------------- subscriber, defined
+// -------------------------------------------------- ws_client, defined
 
-subscriber::subscriber(bench_run& run, std::size_t index)
-    : run_(run), index_(index), ws_(run.io()) {}
-
-void subscriber::start() {
-  state_ = state::connecting;
-  started_ = steady::now();
-  auto& stream = beast::get_lowest_layer(ws_);
+void ws_client::open(std::string target) {
+  if (link_)
+    abort_link();
+  target_ = std::move(target);
+  link_ = std::make_unique<link>(run_.io());
+  auto gen = ++gen_;
+  auto& stream = beast::get_lowest_layer(link_->ws);
   stream.expires_at(run_.deadline());
-  stream.async_connect(run_.endpoint(),
-                       [this](const beast::error_code& ec) { on_connect(ec); });
+  // A bind failure is reported from the loop, like a connect failure, so
+  // no caller sees its own callback run inside it.
+  if (auto ec =
+          bind_source(stream.socket(), run_.config().sources, conn_index_))
+    return net::post(run_.io(), [this, gen, ec] {
+      if (gen == gen_)
+        on_link_error(describe("bind", ec));
+    });
+  stream.async_connect(
+      run_.endpoint(),
+      [this, gen](const beast::error_code& ec) { on_connect(gen, ec); });
 }
 
-void subscriber::on_connect(const beast::error_code& ec) {
+void ws_client::on_connect(std::uint64_t gen, const beast::error_code& ec) {
+  if (gen != gen_)
+    return;
   if (ec)
-    return fail(describe("connect", ec));
-  auto& stream = beast::get_lowest_layer(ws_);
+    return on_link_error(describe("connect", ec));
+  auto& ws = link_->ws;
+  auto& stream = beast::get_lowest_layer(ws);
   stream.socket().set_option(tcp::no_delay(true));
   // From here the websocket stream's own timers apply (Beast's rule for
   // websocket over tcp_stream); the run's deadline still bounds them.
@@ -531,120 +920,298 @@ void subscriber::on_connect(const beast::error_code& ec) {
       run_.deadline() - steady::now(), std::chrono::milliseconds(1));
   t.idle_timeout = websocket::stream_base::none();
   t.keep_alive_pings = false;
-  ws_.set_option(t);
-  ws_.set_option(
+  ws.set_option(t);
+  ws.set_option(
       websocket::stream_base::decorator([](websocket::request_type& req) {
         req.set(http::field::user_agent, "tidings-bench");
       }));
-  ws_.read_message_max(1 << 20);
-  target_ = run_.target_for(index_);
-  ws_.async_handshake(
+  ws.read_message_max(1 << 20);
+  ws.async_handshake(
       run_.host_header(), target_,
-      [this](const beast::error_code& ec) { on_handshake(ec); });
+      [this, gen](const beast::error_code& ec) { on_handshake(gen, ec); });
 }
 
-void subscriber::on_handshake(const beast::error_code& ec) {
+void ws_client::on_handshake(std::uint64_t gen, const beast::error_code& ec) {
+  if (gen != gen_)
+    return;
   if (ec)
-    return fail(describe("upgrade", ec));
-  frame_ = run_.subscribe_frame_for(index_);
-  if (frame_.empty())
-    return on_subscribe_written({});
-  ws_.text(true);
-  ws_.async_write(net::buffer(frame_),
-                  [this](const beast::error_code& ec, std::size_t) {
-                    on_subscribe_written(ec);
-                  });
+    return on_link_error(describe("upgrade", ec));
+  link_->ws.text(true);
+  read(gen);
+  // Socket.IO opens its session when the Engine.IO open packet arrives.
+  if (run_.config().protocol == wire_protocol::native)
+    on_session_open(false);
 }
 
-void subscriber::on_subscribe_written(const beast::error_code& ec) {
+void ws_client::read(std::uint64_t gen) {
+  link_->ws.async_read(link_->buffer,
+                       [this, gen](const beast::error_code& ec, std::size_t) {
+                         on_read(gen, ec);
+                       });
+}
+
+void ws_client::on_read(std::uint64_t gen, const beast::error_code& ec) {
+  if (gen != gen_)
+    return;
   if (ec)
-    return fail(describe("subscribe", ec));
-  if (run_.config().ready_match.empty())
-    become_ready();
-  read();
-}
-
-void subscriber::read() {
-  ws_.async_read(buffer_, [this](const beast::error_code& ec, std::size_t) {
-    on_read(ec);
-  });
-}
-
-void subscriber::on_read(const beast::error_code& ec) {
-  if (ec) {
-    if (state_ == state::closing || state_ == state::done)
-      return;
-    if (state_ == state::ready) {
-      state_ = state::done;
-      run_.subscriber_dropped(close_text(ec));
-      return;
-    }
-    return fail(close_text(ec));
-  }
+    return on_link_error(close_text(ec));
   auto received = now_ns();
-  auto data = buffer_.cdata();
-  on_frame({static_cast<const char*>(data.data()), data.size()}, received);
-  buffer_.consume(buffer_.size());
-  if (state_ == state::connecting || state_ == state::ready)
-    read();
+  auto* l = link_.get();
+  auto data = l->buffer.cdata();
+  std::string_view frame{static_cast<const char*>(data.data()), data.size()};
+  if (run_.config().protocol == wire_protocol::socketio)
+    on_sio_frame(frame, received);
+  else
+    on_app_frame(frame, received);
+  // The handlers above may have aborted or replaced the link.
+  if (gen != gen_)
+    return;
+  l->buffer.consume(l->buffer.size());
+  read(gen);
 }
 
-void subscriber::on_frame(std::string_view frame, std::uint64_t received_ns) {
-  if (state_ == state::connecting) {
-    if (is_error_frame(frame))
-      return fail("error frame before subscribed");
-    if (run_.is_ready_frame(index_, frame))
-      become_ready();
+void ws_client::on_sio_frame(std::string_view frame,
+                             std::uint64_t received_ns) {
+  auto p = bench::sio::parse(frame);
+  switch (p.kind) {
+  case bench::sio::packet_kind::eio_open:
+    return send_text(sio_connect_packet(), write_kind::control);
+  case bench::sio::packet_kind::eio_ping:
+    return send_text(std::string(bench::sio::pong), write_kind::control);
+  case bench::sio::packet_kind::connect: {
+    bool recovered = !p.pid.empty() && p.pid == sio_pid_;
+    sio_pid_ = std::string(p.pid);
+    if (!recovered)
+      sio_offset_.clear();
+    return on_session_open(recovered);
+  }
+  case bench::sio::packet_kind::connect_err:
+    return on_link_error("socket.io CONNECT refused");
+  case bench::sio::packet_kind::disconnect:
+    return on_link_error("socket.io DISCONNECT from the server");
+  case bench::sio::packet_kind::event:
+    // As socket.io-client does: with a pid, a trailing string argument is
+    // the broadcast's offset.
+    if (!sio_pid_.empty()) {
+      auto offset = bench::sio::trailing_offset(frame);
+      if (!offset.empty())
+        sio_offset_.assign(offset);
+    }
+    return on_app_frame(frame, received_ns);
+  default:
     return;
   }
-  run_.frame(index_, frame, received_ns);
 }
 
-void subscriber::become_ready() {
-  state_ = state::ready;
-  run_.subscriber_ready(index_, steady::now() - started_);
+void ws_client::send_text(std::string text, write_kind kind) {
+  if (!link_)
+    return;
+  out_.emplace_back(std::move(text), kind);
+  if (!writing_)
+    write_next();
 }
 
-void subscriber::fail(std::string what) {
-  state_ = state::done;
+void ws_client::write_next() {
+  writing_ = true;
+  auto gen = gen_;
+  link_->ws.async_write(net::buffer(out_.front().first),
+                        [this, gen](const beast::error_code& ec, std::size_t) {
+                          if (gen != gen_)
+                            return;
+                          writing_ = false;
+                          if (ec)
+                            return on_link_error(describe("write", ec));
+                          auto kind = out_.front().second;
+                          out_.pop_front();
+                          on_written(kind);
+                          if (gen == gen_ && !writing_ && !out_.empty())
+                            write_next();
+                        });
+}
+
+void ws_client::abort_link() {
+  if (!link_)
+    return;
   beast::error_code ignored;
-  beast::get_lowest_layer(ws_).socket().close(ignored);
-  run_.subscriber_failed(std::move(what));
+  beast::get_lowest_layer(link_->ws).socket().close(ignored);
+  retired_ = std::move(link_);
+  ++gen_;
+  out_.clear();
+  writing_ = false;
 }
 
-std::string subscriber::close_text(const beast::error_code& ec) const {
+void ws_client::close_gracefully(std::function<void()> done) {
+  if (!link_)
+    return done();
+  auto gen = gen_;
+  link_->ws.async_close(websocket::close_code::normal,
+                        [this, gen, done](const beast::error_code&) {
+                          if (gen == gen_)
+                            done();
+                        });
+}
+
+std::string ws_client::close_text(const beast::error_code& ec) const {
   if (ec == websocket::error::closed)
-    return "closed by server with code " + std::to_string(ws_.reason().code);
+    return "closed by server with code " +
+           std::to_string(link_->ws.reason().code);
   return describe("read", ec);
+}
+
+// ------------------------------------------------- subscriber, defined
+
+void subscriber::start() {
+  state_ = state::connecting;
+  started_ = steady::now();
+  open(run_.target_for(index_));
+}
+
+void subscriber::on_session_open(bool recovered) {
+  if (state_ == state::reconnecting && recovered)
+    return become_ready(true); // the server restored the session's rooms
+  std::string frame;
+  if (state_ == state::reconnecting && has_cursor_ &&
+      run_.config().protocol == wire_protocol::native)
+    frame = run_.resume_frame_for(index_, epoch_, offset_);
+  else
+    frame = run_.subscribe_frame_for(index_);
+  if (frame.empty())
+    return on_written(write_kind::subscribe);
+  send_text(std::move(frame), write_kind::subscribe);
+}
+
+void subscriber::on_written(write_kind kind) {
+  if (kind == write_kind::subscribe && run_.config().ready_match.empty())
+    become_ready(false);
+}
+
+void subscriber::on_app_frame(std::string_view frame,
+                              std::uint64_t received_ns) {
+  switch (state_) {
+  case state::ready:
+    deliver(frame, received_ns);
+    return;
+  case state::connecting:
+  case state::reconnecting:
+    // A resumed Socket.IO session replays before its CONNECT ack.
+    if (state_ == state::reconnecting && deliver(frame, received_ns))
+      return;
+    if (is_error_frame(frame))
+      return on_link_error("error frame before subscribed" +
+                           error_code_of(frame));
+    if (!run_.is_ready_frame(index_, frame))
+      return;
+    if (run_.storm_mode())
+      take_cursor(frame);
+    become_ready(state_ == state::reconnecting &&
+                 frame.find(R"("recovered":true)") != std::string_view::npos);
+    return;
+  default:
+    return;
+  }
+}
+
+bool subscriber::deliver(std::string_view frame, std::uint64_t received_ns) {
+  if (!run_.frame(index_, frame, received_ns))
+    return false;
+  if (run_.storm_mode() && run_.config().protocol == wire_protocol::native)
+    take_cursor(frame);
+  return true;
+}
+
+// Keeps the furthest position seen in the current epoch; a new epoch
+// replaces the cursor.
+void subscriber::take_cursor(std::string_view frame) {
+  auto c = bench::scan_cursor(frame);
+  if (!c)
+    return;
+  if (has_cursor_ && c->epoch == epoch_ && c->offset <= offset_)
+    return;
+  epoch_.assign(c->epoch);
+  offset_ = c->offset;
+  has_cursor_ = true;
+}
+
+void subscriber::become_ready(bool recovered) {
+  if (state_ == state::connecting) {
+    state_ = state::ready;
+    run_.subscriber_ready(index_, steady::now() - started_);
+  } else if (state_ == state::reconnecting) {
+    state_ = state::ready;
+    run_.subscriber_resubscribed(index_, recovered);
+  }
+}
+
+void subscriber::on_link_error(std::string what) {
+  auto was = state_;
+  switch (was) {
+  case state::connecting:
+  case state::reconnecting:
+  case state::ready:
+    state_ = state::done;
+    abort_link();
+    if (was == state::connecting)
+      run_.subscriber_failed(std::move(what));
+    else if (was == state::reconnecting)
+      run_.subscriber_reconnect_failed(std::move(what));
+    else
+      run_.subscriber_dropped(std::move(what));
+    return;
+  default:
+    return; // closing, or already gone
+  }
+}
+
+std::string subscriber::sio_connect_packet() const {
+  if (state_ == state::reconnecting && run_.config().sio_recovery)
+    return bench::sio::connect_packet(sio_pid_, sio_offset_);
+  return "40";
+}
+
+bool subscriber::drop() {
+  if (state_ != state::ready)
+    return false;
+  abort_link();
+  state_ = state::away;
+  return true;
+}
+
+void subscriber::reconnect() {
+  state_ = state::reconnecting;
+  started_ = steady::now();
+  open(run_.target_for(index_));
 }
 
 bool subscriber::close() {
   if (state_ != state::ready)
     return false;
   state_ = state::closing;
-  ws_.async_close(websocket::close_code::normal,
-                  [this](const beast::error_code&) {
-                    state_ = state::done;
-                    run_.subscriber_closed();
-                  });
+  close_gracefully([this] {
+    state_ = state::done;
+    run_.subscriber_closed();
+  });
   return true;
 }
 
-// -------------------------------------------------- publisher, defined
+// ---------------------------------------------- http_publisher, defined
 
-publisher::publisher(bench_run& run) : run_(run), stream_(run.io()) {}
+http_publisher::http_publisher(bench_run& run, std::uint64_t conn_index)
+    : publisher(0), run_(run), conn_index_(conn_index), stream_(run.io()) {}
 
-void publisher::send(std::uint64_t seq) {
+void http_publisher::send(std::uint64_t seq) {
   seq_ = seq;
   written_ns_ = 0;
   stream_.expires_at(run_.deadline());
   if (connected_)
     return write();
+  if (auto ec =
+          bind_source(stream_.socket(), run_.config().sources, conn_index_))
+    return net::post(run_.io(), [this, ec] { done(0, describe("bind", ec)); });
   stream_.async_connect(
       run_.endpoint(), [this](const beast::error_code& ec) { on_connect(ec); });
 }
 
-void publisher::on_connect(const beast::error_code& ec) {
+void http_publisher::on_connect(const beast::error_code& ec) {
   if (ec)
     return done(0, describe("connect", ec));
   connected_ = true;
@@ -652,7 +1219,7 @@ void publisher::on_connect(const beast::error_code& ec) {
   write();
 }
 
-void publisher::write() {
+void http_publisher::write() {
   const auto& cfg = run_.config();
   req_ = {};
   req_.method(http::verb::post);
@@ -672,7 +1239,7 @@ void publisher::write() {
       [this](const beast::error_code& ec, std::size_t) { on_written(ec); });
 }
 
-void publisher::on_written(const beast::error_code& ec) {
+void http_publisher::on_written(const beast::error_code& ec) {
   if (ec)
     return done(0, describe("write", ec));
   res_ = {};
@@ -681,7 +1248,7 @@ void publisher::on_written(const beast::error_code& ec) {
       [this](const beast::error_code& ec, std::size_t) { on_read(ec); });
 }
 
-void publisher::on_read(const beast::error_code& ec) {
+void http_publisher::on_read(const beast::error_code& ec) {
   if (ec)
     return done(0, describe("read", ec));
   if (!res_.keep_alive())
@@ -690,18 +1257,77 @@ void publisher::on_read(const beast::error_code& ec) {
   done(status, status == 200 ? "" : "HTTP " + std::to_string(status));
 }
 
-void publisher::done(unsigned status, std::string error) {
+void http_publisher::done(unsigned status, std::string error) {
   if (!error.empty() && status == 0)
     close();
   run_.publish_done(*this, seq_, written_ns_, status, std::move(error));
 }
 
-void publisher::close() {
+void http_publisher::close() {
   beast::error_code ignored;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream_.socket().close(ignored);
   buffer_.clear();
   connected_ = false;
+}
+
+// ------------------------------------------------ ws_publisher, defined
+
+ws_publisher::ws_publisher(bench_run& run, std::size_t index, std::size_t pool)
+    : publisher(pool), ws_client(run, run.config().subscribers + index),
+      index_(index) {}
+
+void ws_publisher::send(std::uint64_t seq) {
+  seq_ = seq;
+  written_ns_ = 0;
+  in_flight_ = true;
+  if (open_)
+    return write();
+  if (opening_)
+    return;
+  opening_ = true;
+  open(run_.publish_url_for(index_, pool()));
+}
+
+void ws_publisher::on_session_open(bool) {
+  opening_ = false;
+  open_ = true;
+  if (in_flight_)
+    write();
+}
+
+void ws_publisher::write() {
+  written_ns_ = now_ns();
+  send_text(run_.publish_frame(seq_, written_ns_), write_kind::publish);
+}
+
+void ws_publisher::on_written(write_kind kind) {
+  if (kind != write_kind::publish || !in_flight_)
+    return;
+  in_flight_ = false;
+  run_.publish_done(*this, seq_, written_ns_, 200, "");
+}
+
+void ws_publisher::on_app_frame(std::string_view frame, std::uint64_t) {
+  if (is_error_frame(frame))
+    run_.publisher_error_frame();
+}
+
+void ws_publisher::on_link_error(std::string what) {
+  open_ = false;
+  opening_ = false;
+  abort_link();
+  if (!in_flight_)
+    return; // an idle connection went away: reconnect on the next send
+  in_flight_ = false;
+  run_.publish_done(*this, seq_, written_ns_, 0, std::move(what));
+}
+
+void ws_publisher::close() {
+  open_ = false;
+  opening_ = false;
+  in_flight_ = false;
+  abort_link();
 }
 
 // -------------------------------------------------- bench_run, defined
@@ -718,14 +1344,39 @@ bench_run::bench_run(const bench_config& cfg)
       match.push_back(expand(m, {{"{room}", room_names_.back()}}));
     ready_match_.push_back(std::move(match));
   }
-  results_.setup = {cfg.host,   cfg.port, cfg.subscribers, cfg.rooms,
-                    cfg.events, cfg.rate, cfg.publishers,  cfg.payload_bytes};
+  if (cfg.mode == run_mode::storm)
+    catchup_.emplace(cfg.subscribers, cfg.rooms, cfg.events);
+  auto& s = results_.setup;
+  s.mode = mode_name(cfg.mode);
+  s.protocol = cfg.protocol == wire_protocol::native ? "native" : "socketio";
+  s.publish_method = cfg.publish_method == publish_via::http ? "http" : "ws";
+  s.sio_recovery = cfg.sio_recovery;
+  if (cfg.mode == run_mode::idle)
+    s.idle_hold_seconds = std::chrono::duration<double>(cfg.idle_hold).count();
+  if (cfg.mode == run_mode::storm)
+    s.storm_after_seconds =
+        std::chrono::duration<double>(cfg.storm_after).count();
+  s.host = cfg.host;
+  s.port = cfg.port;
+  s.subscribers = cfg.subscribers;
+  s.rooms = cfg.rooms;
+  s.events = cfg.events;
+  s.rate = cfg.rate;
+  s.publishers = cfg.publishers;
+  s.payload_bytes = cfg.payload_bytes;
   results_.server_pids = cfg.server_pids;
+  results_.source_addresses = cfg.sources.addresses;
   for (std::size_t i = 0; i < cfg.subscribers; ++i)
     subscribers_.push_back(std::make_unique<subscriber>(*this, i));
+  idle_.resize(cfg.publish_url_per_room ? cfg.rooms : 1);
   for (std::size_t i = 0; i < cfg.publishers; ++i) {
-    publishers_.push_back(std::make_unique<publisher>(*this));
-    idle_.push_back(publishers_.back().get());
+    if (cfg.publish_method == publish_via::http)
+      publishers_.push_back(
+          std::make_unique<http_publisher>(*this, cfg.subscribers + i));
+    else
+      publishers_.push_back(std::make_unique<ws_publisher>(
+          *this, i, cfg.publish_url_per_room ? i % cfg.rooms : 0));
+    idle_[publishers_.back()->pool()].push_back(publishers_.back().get());
   }
 }
 
@@ -733,8 +1384,12 @@ bench::run_results bench_run::run() {
   auto start = steady::now();
   deadline_ = start + cfg_.timeout;
   results_.server_before_connect = bench::process_memory(cfg_.server_pids);
-  std::fprintf(stderr, "bench: connecting %zu subscribers to %s\n",
-               cfg_.subscribers, host_header_.c_str());
+  std::fprintf(stderr, "bench: %s: connecting %zu subscribers to %s",
+               mode_name(cfg_.mode), cfg_.subscribers, host_header_.c_str());
+  if (cfg_.sources.addresses > 1)
+    std::fprintf(stderr, " from %llu source addresses",
+                 static_cast<unsigned long long>(cfg_.sources.addresses));
+  std::fprintf(stderr, "\n");
   connect_pacer_ = {start, cfg_.connect_rate};
   launch_connects();
   tick();
@@ -747,6 +1402,17 @@ bench::run_results bench_run::run() {
   if (first_publish_ns_ && last_delivery_ns_ > first_publish_ns_)
     results_.window_seconds =
         static_cast<double>(last_delivery_ns_ - first_publish_ns_) / 1e9;
+  auto& st = results_.storm;
+  if (catchup_ && st.happened) {
+    auto c = catchup_->summarize(next_send_);
+    st.caught_up = c.caught_up;
+    if (c.last_caught_up_ns)
+      st.catchup_ns = *c.last_caught_up_ns > storm_drop_ns_
+                          ? *c.last_caught_up_ns - storm_drop_ns_
+                          : 0;
+    if (st.reconnected == st.dropped && st.dropped > 0)
+      st.reconnect_ns = last_resubscribed_ns_ - storm_drop_ns_;
+  }
   return std::move(results_);
 }
 
@@ -766,8 +1432,12 @@ void bench_run::tick() {
   }
   switch (phase_) {
   case phase::connecting:
-    if (connects_done_ == cfg_.subscribers)
-      start_publishing();
+    if (connects_done_ == cfg_.subscribers) {
+      if (cfg_.mode == run_mode::idle)
+        start_hold();
+      else
+        start_publishing();
+    }
     break;
   case phase::publishing:
     if (next_send_ == cfg_.events && publishes_in_flight_ == 0) {
@@ -776,8 +1446,16 @@ void bench_run::tick() {
     }
     break;
   case phase::draining:
-    if (ledger_.complete() || now >= drain_deadline_)
+    // A storm still to come, or reconnects still under way, keep the run
+    // going (the timeout still bounds it).
+    if (storm_settled() && (ledger_.complete() || now >= drain_deadline_))
       finish(true);
+    break;
+  case phase::holding:
+    if (now >= hold_end_) {
+      results_.server_after_hold = bench::process_memory(cfg_.server_pids);
+      finish(true);
+    }
     break;
   case phase::closing:
     if (closes_pending_ == 0 || now >= close_deadline_) {
@@ -844,6 +1522,16 @@ void bench_run::subscriber_closed() {
   --closes_pending_;
 }
 
+void bench_run::start_hold() {
+  results_.server_after_connect = bench::process_memory(cfg_.server_pids);
+  std::fprintf(stderr, "bench: %llu subscribed; holding for %.1f s\n",
+               static_cast<unsigned long long>(results_.connected),
+               std::chrono::duration<double>(cfg_.idle_hold).count());
+  phase_ = phase::holding;
+  window_start_ = take_cpu_sample(cfg_.server_pids);
+  hold_end_ = window_start_.at + cfg_.idle_hold;
+}
+
 void bench_run::start_publishing() {
   results_.server_after_connect = bench::process_memory(cfg_.server_pids);
   if (results_.connected == 0) {
@@ -856,6 +1544,13 @@ void bench_run::start_publishing() {
   phase_ = phase::publishing;
   window_start_ = take_cpu_sample(cfg_.server_pids);
   publish_pacer_ = {window_start_.at, cfg_.rate};
+  if (cfg_.mode == run_mode::storm) {
+    storm_timer_.expires_at(window_start_.at + cfg_.storm_after);
+    storm_timer_.async_wait([this](const beast::error_code& ec) {
+      if (!ec && (phase_ == phase::publishing || phase_ == phase::draining))
+        storm_drop();
+    });
+  }
   on_publish_timer();
 }
 
@@ -875,10 +1570,15 @@ void bench_run::on_publish_timer() {
   });
 }
 
+// Events leave in order: when the next event's pool has no idle publisher,
+// later events wait too.
 void bench_run::feed_publishers() {
-  while (next_send_ < next_due_ && !idle_.empty()) {
-    auto* p = idle_.back();
-    idle_.pop_back();
+  while (next_send_ < next_due_) {
+    auto& pool = idle_[pool_of_event(next_send_)];
+    if (pool.empty())
+      return;
+    auto* p = pool.back();
+    pool.pop_back();
     auto late = steady::now() - publish_pacer_.due(next_send_);
     auto late_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(late);
     if (late_ns.count() > 0)
@@ -893,7 +1593,7 @@ void bench_run::publish_done(publisher& p, std::uint64_t seq,
                              std::uint64_t written_ns, unsigned status,
                              std::string error) {
   --publishes_in_flight_;
-  idle_.push_back(&p);
+  idle_[p.pool()].push_back(&p);
   if (written_ns && (!first_publish_ns_ || written_ns < first_publish_ns_))
     first_publish_ns_ = written_ns;
   if (status != 0)
@@ -905,24 +1605,90 @@ void bench_run::publish_done(publisher& p, std::uint64_t seq,
   } else {
     ++results_.publish_errors;
     ++results_.publish_error_kinds[std::move(error)];
+    if (catchup_)
+      catchup_->forget(seq, now_ns());
   }
   if (phase_ == phase::publishing)
     feed_publishers();
 }
 
-void bench_run::frame(std::size_t sub, std::string_view frame,
+bool bench_run::frame(std::size_t sub, std::string_view frame,
                       std::uint64_t received_ns) {
   auto p = bench::scan_payload(frame);
   if (!p) {
     if (is_error_frame(frame))
       ++results_.error_frames;
-    return;
+    return false;
   }
   if (!ledger_.record(sub, p->seq, room_index(p->room), p->offset))
-    return;
+    return true;
+  if (catchup_)
+    catchup_->record(sub, p->seq, received_ns);
   results_.latency_ns.record(received_ns > p->sent_ns ? received_ns - p->sent_ns
                                                       : 0);
   last_delivery_ns_ = std::max(last_delivery_ns_, received_ns);
+  return true;
+}
+
+// Every subscribed subscriber loses its socket in the same instant, then
+// they all reconnect, at most --max-handshakes at a time.
+void bench_run::storm_drop() {
+  auto& st = results_.storm;
+  st.happened = true;
+  storm_drop_ns_ = now_ns();
+  st.sent_before_drop = next_send_;
+  for (std::size_t i = 0; i < subscribers_.size(); ++i) {
+    if (subscribers_[i]->drop()) {
+      ++st.dropped;
+      reconnect_queue_.push_back(i);
+    }
+  }
+  std::fprintf(stderr,
+               "bench: storm: dropped %llu subscribers after %llu events\n",
+               static_cast<unsigned long long>(st.dropped),
+               static_cast<unsigned long long>(st.sent_before_drop));
+  launch_reconnects();
+}
+
+void bench_run::launch_reconnects() {
+  while (!reconnect_queue_.empty() &&
+         connects_in_flight_ < cfg_.max_handshakes) {
+    ++connects_in_flight_;
+    auto i = reconnect_queue_.front();
+    reconnect_queue_.pop_front();
+    subscribers_[i]->reconnect();
+  }
+}
+
+bool bench_run::storm_settled() const {
+  if (cfg_.mode != run_mode::storm)
+    return true;
+  const auto& st = results_.storm;
+  return st.happened && st.reconnected + st.reconnect_failed == st.dropped;
+}
+
+void bench_run::subscriber_resubscribed(std::size_t sub, bool recovered) {
+  --connects_in_flight_;
+  auto& st = results_.storm;
+  ++st.reconnected;
+  if (recovered)
+    ++st.recovered;
+  last_resubscribed_ns_ = now_ns();
+  if (catchup_)
+    catchup_->resubscribed(sub, last_resubscribed_ns_, next_send_);
+  launch_reconnects();
+  // Stragglers get a full drain after the storm settles.
+  if (phase_ == phase::draining && storm_settled())
+    drain_deadline_ = std::max(drain_deadline_, steady::now() + cfg_.drain);
+}
+
+void bench_run::subscriber_reconnect_failed(std::string what) {
+  --connects_in_flight_;
+  ++results_.storm.reconnect_failed;
+  ++results_.connect_errors["storm reconnect: " + what];
+  launch_reconnects();
+  if (phase_ == phase::draining && storm_settled())
+    drain_deadline_ = std::max(drain_deadline_, steady::now() + cfg_.drain);
 }
 
 // Called from tick() only (directly or through start_publishing), which
@@ -939,10 +1705,12 @@ void bench_run::finish(bool graceful) {
     results_.self_cpu_seconds = end.self - window_start_.self;
   }
   results_.server_end = bench::process_memory(cfg_.server_pids);
+  results_.bench_rss = bench::self_rss();
   for (auto& p : publishers_)
     p->close();
   connect_timer_.cancel();
   publish_timer_.cancel();
+  storm_timer_.cancel();
   if (!graceful) {
     io_.stop();
     return;
@@ -971,6 +1739,18 @@ std::string bench_run::subscribe_frame_for(std::size_t sub) const {
                  {"{i}", i}});
 }
 
+std::string bench_run::resume_frame_for(std::size_t sub, std::string_view epoch,
+                                        std::uint64_t offset) const {
+  auto i = std::to_string(sub);
+  auto off = std::to_string(offset);
+  return expand(cfg_.resume_template,
+                {{"{token}", cfg_.tokens[sub % cfg_.tokens.size()]},
+                 {"{room}", room_name(ledger_.room_of_subscriber(sub))},
+                 {"{i}", i},
+                 {"{epoch}", epoch},
+                 {"{offset}", off}});
+}
+
 bool bench_run::is_ready_frame(std::size_t sub, std::string_view frame) const {
   for (const auto& m : ready_match_[ledger_.room_of_subscriber(sub)])
     if (frame.find(m) == std::string_view::npos)
@@ -988,6 +1768,22 @@ std::string bench_run::publish_body(std::uint64_t seq,
   const auto& room = room_name(ledger_.room_of_event(seq));
   auto data = bench::make_payload(seq, room, sent_ns, cfg_.payload_bytes);
   return expand(cfg_.publish_body, {{"{room}", room}, {"{data}", data}});
+}
+
+std::string bench_run::publish_url_for(std::size_t publisher,
+                                       std::size_t pool) const {
+  return expand(cfg_.publish_url,
+                {{"{token}", cfg_.tokens[publisher % cfg_.tokens.size()]},
+                 {"{api_key}", cfg_.api_key},
+                 {"{room}", room_name(pool)},
+                 {"{i}", std::to_string(publisher)}});
+}
+
+std::string bench_run::publish_frame(std::uint64_t seq,
+                                     std::uint64_t sent_ns) const {
+  const auto& room = room_name(ledger_.room_of_event(seq));
+  auto data = bench::make_payload(seq, room, sent_ns, cfg_.payload_bytes);
+  return expand(cfg_.publish_frame, {{"{room}", room}, {"{data}", data}});
 }
 
 // Our room names are <prefix><index>; anything else is not one of ours.
@@ -1029,7 +1825,7 @@ int cmd_bench(int argc, char** argv) {
     return 2;
   }
   if (opts.help_requested()) {
-    std::cout << opts.help(usage_line);
+    std::cout << opts.help(usage_line) << help_epilogue;
     return 0;
   }
   bench_config cfg;

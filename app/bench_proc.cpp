@@ -109,6 +109,10 @@ double self_cpu_seconds() {
   return secs(ru.ru_utime) + secs(ru.ru_stime);
 }
 
+std::optional<std::uint64_t> self_rss() {
+  return kb_field("/proc/self/status", "VmRSS:");
+}
+
 std::optional<std::string> parse_pids(const std::vector<std::string>& words,
                                       std::vector<int>* out) {
   for (const auto& w : words) {

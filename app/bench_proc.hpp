@@ -17,7 +17,8 @@ namespace tidings::app::bench {
 std::optional<double> process_cpu_seconds(const std::vector<int>& pids);
 
 /// Summed over the processes, in bytes; nullopt when a file is unreadable.
-/// PSS matters for servers whose workers share memory (nginx's shm zone).
+/// PSS matters for servers whose workers share memory (nginx's shm zone):
+/// summed RSS counts a shared page once per process, summed PSS once.
 struct memory_reading {
   std::optional<std::uint64_t> rss; // /proc/PID/status VmRSS
   std::optional<std::uint64_t> pss; // /proc/PID/smaps_rollup Pss
@@ -26,6 +27,9 @@ memory_reading process_memory(const std::vector<int>& pids);
 
 /// This process's utime + stime (RUSAGE_SELF), in seconds.
 double self_cpu_seconds();
+
+/// This process's resident set now (/proc/self/status VmRSS), in bytes.
+std::optional<std::uint64_t> self_rss();
 
 /// Parses "1234,5678" into PIDs; an error text on anything else.
 std::optional<std::string> parse_pids(const std::vector<std::string>& words,

@@ -20,6 +20,30 @@ ojson opt_json(const std::optional<std::uint64_t>& v) {
   return v ? ojson(*v) : ojson();
 }
 
+ojson opt_double(const std::optional<double>& v) {
+  return v ? ojson(*v) : ojson();
+}
+
+ojson opt_ms(const std::optional<std::uint64_t>& ns) {
+  return ns ? ojson(ms(*ns)) : ojson();
+}
+
+std::optional<double> growth_per_conn(const std::optional<std::uint64_t>& a,
+                                      const std::optional<std::uint64_t>& b,
+                                      std::uint64_t connections) {
+  if (!a || !b || connections == 0)
+    return std::nullopt;
+  // Signed: a server that returned memory to the system shows it.
+  return (static_cast<double>(*b) - static_cast<double>(*a)) /
+         static_cast<double>(connections);
+}
+
+// Without connection state recovery a Socket.IO client loses what was
+// sent while it was away: the storm then measures reconnects only.
+bool missed_expected(const run_setup& s) {
+  return s.mode == "storm" && s.protocol == "socketio" && !s.sio_recovery;
+}
+
 // Per-connection growth of the server's RSS during the connect phase.
 std::optional<double> bytes_per_connection(const run_results& r) {
   const auto& a = r.server_before_connect.rss;
@@ -104,6 +128,31 @@ field_list fields(const run_results& r) {
                      : ojson());
   f.emplace_back("timed_out", r.timed_out);
   f.emplace_back("ok", r.failures().empty());
+  // Added with --mode/--protocol/--publish-method; appended so the columns
+  // above keep their positions.
+  f.emplace_back("mode", s.mode);
+  f.emplace_back("protocol", s.protocol);
+  f.emplace_back("publish_method", s.publish_method);
+  f.emplace_back("sio_recovery", s.sio_recovery);
+  f.emplace_back("source_addresses", r.source_addresses);
+  f.emplace_back("idle_hold_s", s.idle_hold_seconds);
+  f.emplace_back("server_pss_before_connect",
+                 opt_json(r.server_before_connect.pss));
+  f.emplace_back("server_rss_after_hold", opt_json(r.server_after_hold.rss));
+  f.emplace_back("server_pss_after_hold", opt_json(r.server_after_hold.pss));
+  f.emplace_back("rss_per_conn_bytes", opt_double(r.rss_per_conn()));
+  f.emplace_back("pss_per_conn_bytes", opt_double(r.pss_per_conn()));
+  f.emplace_back("bench_rss_bytes", opt_json(r.bench_rss));
+  const auto& st = r.storm;
+  f.emplace_back("storm_after_s", s.storm_after_seconds);
+  f.emplace_back("storm_sent_before_drop", st.sent_before_drop);
+  f.emplace_back("storm_dropped", st.dropped);
+  f.emplace_back("storm_reconnected", st.reconnected);
+  f.emplace_back("storm_reconnect_failed", st.reconnect_failed);
+  f.emplace_back("storm_recovered", st.recovered);
+  f.emplace_back("storm_caught_up", st.caught_up);
+  f.emplace_back("storm_reconnect_ms", opt_ms(st.reconnect_ns));
+  f.emplace_back("storm_catchup_ms", opt_ms(st.catchup_ns));
   return f;
 }
 
@@ -145,7 +194,106 @@ void print_memory(std::ostream& out, const run_results& r) {
   out << "\n";
 }
 
+void print_tail(std::ostream& out, const run_results& r) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "bench cpu    %.2f s = %.0f%% of a core",
+                r.self_cpu_seconds,
+                r.cpu_window_seconds > 0
+                    ? r.self_cpu_seconds / r.cpu_window_seconds * 100
+                    : 0.0);
+  out << buf;
+  if (r.bench_rss)
+    out << ", RSS " << mb(*r.bench_rss);
+  out << "\n";
+  auto why = r.failures();
+  out << "result       ";
+  if (why.empty()) {
+    out << "OK\n";
+    return;
+  }
+  out << "FAILED:";
+  for (std::size_t i = 0; i < why.size(); ++i)
+    out << (i ? ", " : " ") << why[i];
+  out << "\n";
+}
+
+// Idle mode: what the server holds per connection, nothing else ran.
+void print_idle(std::ostream& out, const run_results& r) {
+  char buf[256];
+  auto line = [&](const char* what, const std::optional<std::uint64_t>& a,
+                  const std::optional<std::uint64_t>& b,
+                  const std::optional<double>& per) {
+    if (!a || !b)
+      return;
+    std::snprintf(buf, sizeof buf,
+                  "server %s   %s before connect, %s after the hold: %.0f "
+                  "bytes per connection\n",
+                  what, mb(*a).c_str(), mb(*b).c_str(), per ? *per : 0.0);
+    out << buf;
+  };
+  line("RSS", r.server_before_connect.rss, r.server_after_hold.rss,
+       r.rss_per_conn());
+  line("PSS", r.server_before_connect.pss, r.server_after_hold.pss,
+       r.pss_per_conn());
+  if (r.server_cpu_seconds) {
+    std::snprintf(buf, sizeof buf, "server cpu   %.2f s over the %.2f s hold\n",
+                  *r.server_cpu_seconds, r.cpu_window_seconds);
+    out << buf;
+  }
+  if (r.disconnected)
+    out << "disconnected " << r.disconnected
+        << " during the hold: " << error_summary(r.disconnect_reasons) << "\n";
+}
+
+void print_storm(std::ostream& out, const run_results& r) {
+  const auto& st = r.storm;
+  if (r.setup.mode != "storm")
+    return;
+  if (!st.happened) {
+    out << "storm        did not happen (the run ended first)\n";
+    return;
+  }
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "storm        %llu dropped after %llu events sent; %llu "
+                "resubscribed (%llu recovered), %llu failed\n",
+                static_cast<unsigned long long>(st.dropped),
+                static_cast<unsigned long long>(st.sent_before_drop),
+                static_cast<unsigned long long>(st.reconnected),
+                static_cast<unsigned long long>(st.recovered),
+                static_cast<unsigned long long>(st.reconnect_failed));
+  out << buf;
+  out << "             ";
+  if (st.reconnect_ns) {
+    std::snprintf(buf, sizeof buf, "all resubscribed %.1f ms",
+                  ms(*st.reconnect_ns));
+    out << buf;
+  } else {
+    out << "not all resubscribed";
+  }
+  out << " after the drop; ";
+  if (st.catchup_ns) {
+    std::snprintf(buf, sizeof buf, "all caught up %.1f ms", ms(*st.catchup_ns));
+    out << buf;
+  } else {
+    out << st.caught_up << " of " << st.reconnected << " caught up";
+    if (missed_expected(r.setup))
+      out << " (expected without --sio-recovery)";
+  }
+  out << "\n";
+}
+
 } // namespace
+
+std::optional<double> run_results::rss_per_conn() const {
+  return growth_per_conn(server_before_connect.rss, server_after_hold.rss,
+                         connected);
+}
+
+std::optional<double> run_results::pss_per_conn() const {
+  return growth_per_conn(server_before_connect.pss, server_after_hold.pss,
+                         connected);
+}
 
 double run_results::deliveries_per_second() const {
   return window_seconds > 0
@@ -163,7 +311,18 @@ std::vector<std::string> run_results::failures() const {
     why.emplace_back("timed out");
   add(connect_failed, "connect failures");
   add(publish_errors, "publish errors");
-  add(deliveries.missed, "missed");
+  add(storm.reconnect_failed, "storm reconnect failures");
+  // Idle figures are per connection held: a lost one skews them.
+  if (setup.mode == "idle")
+    add(disconnected, "disconnected during the hold");
+  if (!missed_expected(setup)) {
+    add(deliveries.missed, "missed");
+    if (storm.happened)
+      add(storm.reconnected > storm.caught_up
+              ? storm.reconnected - storm.caught_up
+              : 0,
+          "not caught up after the storm");
+  }
   add(deliveries.duplicated, "duplicated");
   add(deliveries.misrouted, "misrouted");
   // Per-room order is part of the delivery contract, so it fails a run too.
@@ -179,14 +338,25 @@ void print_human(std::ostream& out, const run_results& r) {
   if (s.rate > 0)
     std::snprintf(rate, sizeof rate, "at %g/s", s.rate);
   std::snprintf(buf, sizeof buf,
-                "tidings bench  %s:%u  %llu subscribers / %llu room(s), "
-                "%llu events %s over %llu publishers\n",
-                s.host.c_str(), s.port,
+                "tidings bench  %s:%u  %s, %s%s  %llu subscribers / %llu "
+                "room(s)",
+                s.host.c_str(), s.port, s.mode.c_str(), s.protocol.c_str(),
+                s.sio_recovery ? " (recovery)" : "",
                 static_cast<unsigned long long>(s.subscribers),
-                static_cast<unsigned long long>(s.rooms),
-                static_cast<unsigned long long>(s.events), rate,
-                static_cast<unsigned long long>(s.publishers));
+                static_cast<unsigned long long>(s.rooms));
   out << buf;
+  if (s.mode == "idle") {
+    std::snprintf(buf, sizeof buf, ", held %g s\n", s.idle_hold_seconds);
+  } else {
+    std::snprintf(buf, sizeof buf, ", %llu events %s over %llu %s publishers\n",
+                  static_cast<unsigned long long>(s.events), rate,
+                  static_cast<unsigned long long>(s.publishers),
+                  s.publish_method.c_str());
+  }
+  out << buf;
+  if (r.source_addresses > 1)
+    out << "             from " << r.source_addresses
+        << " source addresses (127.0.0.1 and up)\n";
   std::snprintf(buf, sizeof buf,
                 "connect      %llu ok, %llu failed in %.2f s (handshake p50 "
                 "%.2f ms, p99 %.2f ms, max %.2f ms)\n",
@@ -197,6 +367,11 @@ void print_human(std::ostream& out, const run_results& r) {
   out << buf;
   if (!r.connect_errors.empty())
     out << "             errors: " << error_summary(r.connect_errors) << "\n";
+  if (s.mode == "idle") {
+    print_idle(out, r);
+    print_tail(out, r);
+    return;
+  }
   std::snprintf(buf, sizeof buf,
                 "publish      %llu sent, %llu acked, %llu errors (ack p50 "
                 "%.2f ms, p99 %.2f ms; worst %.1f ms behind schedule)\n",
@@ -247,23 +422,9 @@ void print_human(std::ostream& out, const run_results& r) {
   } else if (!r.server_pids.empty()) {
     out << "server cpu   unavailable (process gone or unreadable)\n";
   }
+  print_storm(out, r);
   print_memory(out, r);
-  std::snprintf(buf, sizeof buf, "bench cpu    %.2f s = %.0f%% of a core\n",
-                r.self_cpu_seconds,
-                r.cpu_window_seconds > 0
-                    ? r.self_cpu_seconds / r.cpu_window_seconds * 100
-                    : 0.0);
-  out << buf;
-  auto why = r.failures();
-  out << "result       ";
-  if (why.empty()) {
-    out << "OK\n";
-    return;
-  }
-  out << "FAILED:";
-  for (std::size_t i = 0; i < why.size(); ++i)
-    out << (i ? ", " : " ") << why[i];
-  out << "\n";
+  print_tail(out, r);
 }
 
 void print_json(std::ostream& out, const run_results& r) {

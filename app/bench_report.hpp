@@ -17,6 +17,12 @@
 namespace tidings::app::bench {
 
 struct run_setup {
+  std::string mode = "fanout";         // fanout, idle or storm
+  std::string protocol = "native";     // native or socketio
+  std::string publish_method = "http"; // http or ws
+  bool sio_recovery = false;
+  double idle_hold_seconds = 0;   // idle mode
+  double storm_after_seconds = 0; // storm mode
   std::string host;
   std::uint16_t port = 0;
   std::uint64_t subscribers = 0;
@@ -63,8 +69,31 @@ struct run_results {
   memory_reading server_after_connect;
   memory_reading server_end;
 
+  // Connections above one address's port range bind to 127.0.0.2, ...
+  std::uint64_t source_addresses = 1;
+  // Idle mode: the server after holding every connection --idle-hold s.
+  memory_reading server_after_hold;
+  std::optional<std::uint64_t> bench_rss; // this process, all connections up
+
+  // Storm mode; see catchup_tracker for the catch-up definition.
+  struct storm_results {
+    bool happened = false;
+    std::uint64_t dropped = 0;     // subscribers whose socket was closed
+    std::uint64_t reconnected = 0; // subscribed again
+    std::uint64_t reconnect_failed = 0;
+    std::uint64_t recovered = 0; // the server said it resumed the session
+    std::uint64_t caught_up = 0;
+    std::uint64_t sent_before_drop = 0;        // events sent before the drop
+    std::optional<std::uint64_t> reconnect_ns; // drop -> last resubscribed
+    std::optional<std::uint64_t> catchup_ns;   // drop -> last caught up
+  } storm;
+
   bool timed_out = false;
 
+  /// Server memory growth per connected subscriber over the idle hold:
+  /// (after hold - before connect) / connected.
+  std::optional<double> rss_per_conn() const;
+  std::optional<double> pss_per_conn() const;
   /// Deliveries per second over the window.
   double deliveries_per_second() const;
   /// Why the run does not count as clean; empty when it does.

@@ -179,8 +179,11 @@ void http_session::start_upgrade() {
     return;
   }
   stream_.expires_never();
+  std::string early(static_cast<const char*>(buffer_.data().data()),
+                    buffer_.size());
+  buffer_.consume(buffer_.size());
   auto session = std::make_shared<ws_session>(stream_.release_socket(), state_);
-  session->run(parser_->release(), std::move(info), reject);
+  session->run(parser_->release(), std::move(info), reject, std::move(early));
 }
 
 void http_session::start_request() {

@@ -175,9 +175,10 @@ std::optional<close_frame> parse_close(std::string_view payload) {
   const auto code = static_cast<std::uint16_t>(
       (static_cast<unsigned char>(payload[0]) << 8) |
       static_cast<unsigned char>(payload[1]));
-  // Codes a peer may send (RFC 6455 7.4): 1000-1003, 1007-1011, 3000-4999.
+  // Codes a peer may send (RFC 6455 7.4): 1000-1003, 1007-1011 and the
+  // registered 1012-1014, 3000-4999.
   const bool ok = (code >= 1000 && code <= 1003) ||
-                  (code >= 1007 && code <= 1011) ||
+                  (code >= 1007 && code <= 1014) ||
                   (code >= 3000 && code <= 4999);
   if (!ok)
     return std::nullopt;

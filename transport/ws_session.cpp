@@ -104,7 +104,10 @@ ws_session::~ws_session() {
 }
 
 void ws_session::run(const request_type& req, http_request info,
-                     std::optional<protocol::close_reason> reject) {
+                     std::optional<protocol::close_reason> reject,
+                     std::string early) {
+  // Parsed once the session is open (bounded by the HTTP read buffer).
+  partial_ = std::move(early);
   ticket_ = state_->enter(weak_from_this(), !reject);
   registered_ = true;
   info_ = std::move(info);
@@ -186,6 +189,13 @@ void ws_session::open_session() {
   info_ = http_request{}; // the token and body are not kept
   if (phase_ == phase::done)
     return;
+  if (!partial_.empty()) {
+    const auto used = consume(reinterpret_cast<std::uint8_t*>(partial_.data()),
+                              partial_.size());
+    if (phase_ == phase::done)
+      return;
+    partial_.erase(0, used);
+  }
   wait_readable();
   arm_keepalive();
   if (!handler_)

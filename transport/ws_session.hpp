@@ -63,8 +63,11 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   /// Answers the handshake for `req`. With `reject`, the handshake is
   /// accepted and the session closes with that reason without opening.
   /// Call once, on the session's executor.
+  /// `early` holds bytes the HTTP layer read past the request head (a
+  /// client that did not wait for the 101); they are parsed first.
   void run(const request_type& req, http_request info,
-           std::optional<protocol::close_reason> reject);
+           std::optional<protocol::close_reason> reject,
+           std::string early = {});
 
   /// frame_sink::deliver. Any thread.
   bool deliver(frame f);
