@@ -11,6 +11,7 @@
 
 #include <array>
 #include <deque>
+#include <optional>
 #include <map>
 #include <unordered_map>
 
@@ -47,7 +48,9 @@ struct room_state {
   std::unordered_map<std::uint64_t, catch_up> catching_up;
   // publish_id → offset for the last `dedupe_window` events, oldest first.
   std::unordered_map<std::string, std::uint64_t> ids;
-  std::deque<std::pair<std::uint64_t, std::string>> id_order;
+  // Created on the first publish_id: an empty std::deque already allocates
+  // half a kilobyte, and most rooms (every user's own) never see one.
+  std::optional<std::deque<std::pair<std::uint64_t, std::string>>> id_order;
   // Retried publishes waiting for the commit of their first offset.
   std::multimap<std::uint64_t, caf::response_promise> id_waiters;
   // Operation rooms only.
@@ -279,13 +282,16 @@ void remember_id(room_state& st, const std::string& id, std::uint64_t offset) {
   if (id.empty())
     return;
   st.ids[id] = offset;
-  st.id_order.emplace_back(offset, id);
-  while (!st.id_order.empty() &&
-         st.id_order.front().first + st.cfg.dedupe_window <= offset) {
-    auto& [off, old] = st.id_order.front();
+  if (!st.id_order)
+    st.id_order.emplace();
+  auto& order = *st.id_order;
+  order.emplace_back(offset, id);
+  while (!order.empty() &&
+         order.front().first + st.cfg.dedupe_window <= offset) {
+    auto& [off, old] = order.front();
     if (auto i = st.ids.find(old); i != st.ids.end() && i->second == off)
       st.ids.erase(i);
-    st.id_order.pop_front();
+    order.pop_front();
   }
 }
 
