@@ -1254,7 +1254,9 @@ void http_publisher::on_read(const beast::error_code& ec) {
   if (!res_.keep_alive())
     close();
   auto status = res_.result_int();
-  done(status, status == 200 ? "" : "HTTP " + std::to_string(status));
+  // Any 2xx acknowledges: nchan answers 201/202.
+  const bool ok = status >= 200 && status < 300;
+  done(status, ok ? "" : "HTTP " + std::to_string(status));
 }
 
 void http_publisher::done(unsigned status, std::string error) {
@@ -1598,7 +1600,7 @@ void bench_run::publish_done(publisher& p, std::uint64_t seq,
     first_publish_ns_ = written_ns;
   if (status != 0)
     ++results_.published;
-  if (status == 200) {
+  if (status >= 200 && status < 300) {
     ++results_.acked;
     ledger_.mark_acked(seq);
     results_.ack_ns.record(now_ns() - written_ns);
