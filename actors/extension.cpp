@@ -23,3 +23,27 @@ kind_registry::commands(std::string_view kind) const {
 }
 
 } // namespace tidings::actors
+
+namespace tidings::actors {
+
+void kind_registry::add_socket_kind(std::string path_prefix,
+                                    socket_factory make) {
+  sockets_[std::move(path_prefix)] = std::move(make);
+}
+
+const socket_factory* kind_registry::socket_kind(std::string_view path,
+                                                 std::string_view* rest) const {
+  const socket_factory* best = nullptr;
+  std::size_t best_len = 0;
+  for (auto& [prefix, make] : sockets_)
+    if (path.size() > prefix.size() &&
+        path.substr(0, prefix.size()) == prefix && prefix.size() > best_len) {
+      best = &make;
+      best_len = prefix.size();
+    }
+  if (best && rest)
+    *rest = path.substr(best_len);
+  return best;
+}
+
+} // namespace tidings::actors

@@ -1,8 +1,10 @@
 #include "actors/gateway.hpp"
 
+#include "actors/cluster_api.hpp"
 #include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 #include "protocol/acl.hpp"
+#include "protocol/dialect_s0.hpp"
 #include "protocol/native.hpp"
 #include "protocol/publish_request.hpp"
 #include "protocol/uri.hpp"
@@ -76,6 +78,22 @@ class closed_handler : public transport::connection_handler {
   void on_closed() override {}
 };
 
+std::shared_ptr<transport::connection_handler>
+refuse(transport::frame_sink& sink, protocol::close_reason why) {
+  const auto& e = protocol::describe(why);
+  sink.close(static_cast<std::uint16_t>(e.code), e.reason);
+  return std::make_shared<closed_handler>();
+}
+
+/// The `{operation_id}` of S3's `/ws/operations/{operation_id}` (raw, not
+/// yet decoded); nullopt for other paths or an empty id.
+std::optional<std::string_view> s3_operation_path(std::string_view path) {
+  constexpr std::string_view prefix = "/ws/operations/";
+  if (path.size() <= prefix.size() || path.substr(0, prefix.size()) != prefix)
+    return std::nullopt;
+  return path.substr(prefix.size());
+}
+
 } // namespace
 
 gateway::gateway(caf::actor_system& sys, caf::actor directory,
@@ -88,6 +106,8 @@ gateway::gateway(caf::actor_system& sys, caf::actor directory,
   char buf[20];
   std::snprintf(buf, sizeof buf, "%08x", rd());
   conn_prefix_ = buf;
+  streams_ = std::make_unique<stream_http>(sys_, directory_, writer_, node_,
+                                           cfg_.conn, cfg_.streams);
 }
 
 std::optional<protocol::claims>
@@ -125,6 +145,13 @@ void gateway::handle_http(transport::http_request req,
     if (req.method != "POST")
       return respond(error_reply(error_code::method_not_allowed));
     return publish(req, respond);
+  }
+  if (path == "/api/v1/cluster" && cfg_.cluster) {
+    if (!get)
+      return respond(error_reply(error_code::method_not_allowed));
+    if (!bearer_claims(req.authorization))
+      return respond(error_reply(error_code::unauthorized));
+    return cfg_.cluster->handle(query, std::move(respond));
   }
   if (path == "/api/v1/ws/stats" || path == "/api/v1/ws/rooms") {
     if (!get)
@@ -164,6 +191,8 @@ void gateway::handle_http(transport::http_request req,
                     path.size() - rooms_prefix.size() - history_suffix.size()),
         query, req.authorization, respond);
   }
+  if (streams_->handle(req, path, query, respond))
+    return;
   respond(error_reply(error_code::not_found));
 }
 
@@ -394,7 +423,9 @@ void gateway::publish(transport::http_request& req,
 std::optional<transport::http_response>
 gateway::check_upgrade(const transport::http_request& req) {
   auto [path, query] = protocol::split_target(req.target);
-  if (path == "/api/v1/ws")
+  if (path == "/api/v1/ws" || s3_operation_path(path))
+    return std::nullopt;
+  if (cfg_.kinds && cfg_.kinds->socket_kind(path))
     return std::nullopt;
   return error_reply(error_code::not_found);
 }
@@ -420,14 +451,38 @@ gateway::open(const transport::http_request& req,
                            error_info{"UNAUTHORIZED", "malformed token"}};
     if (!res) {
       node_.counters.auth_failures.fetch_add(1, std::memory_order_relaxed);
-      const auto& e = protocol::describe(protocol::close_reason::invalid_token);
-      sink->close(static_cast<std::uint16_t>(e.code), e.reason);
-      return std::make_shared<closed_handler>();
+      // S0's "Authentication Errors" frame; native clients get the same
+      // shape of error frame before the close.
+      if (path == "/api/v1/ws")
+        sink->deliver(transport::make_frame(protocol::encode_s0_error(
+            error_code::unauthorized, {}, {}, unix_now_ms())));
+      return refuse(*sink, protocol::close_reason::invalid_token);
     }
     args.claims = std::move(*res);
   }
-  auto conn =
-      spawn_connection(sys_, std::move(args), directory_, node_, cfg_.conn);
+  if (auto op = s3_operation_path(path)) {
+    // S3 authenticates in the query only.
+    if (!args.claims)
+      return refuse(*sink, protocol::close_reason::auth_required);
+    args.kind = socket_kind::s3_operation;
+    // Undecodable ids stay empty: the actor closes `operation_not_found`.
+    if (auto id = protocol::percent_decode(*op))
+      args.operation_id = std::move(*id);
+  } else if (path != "/api/v1/ws") {
+    std::string_view rest;
+    auto* make = cfg_.kinds ? cfg_.kinds->socket_kind(path, &rest) : nullptr;
+    auto decoded = protocol::percent_decode(rest);
+    if (!make || !decoded)
+      return refuse(*sink, protocol::close_reason::protocol_error);
+    socket_request sr{std::move(*decoded), std::string{query}, sink,
+                      std::move(args.claims)};
+    auto served = (*make)(sys_, std::move(sr));
+    if (!served) // the factory refused it (and closed the session)
+      return std::make_shared<closed_handler>();
+    return std::make_shared<actor_handler>(std::move(served));
+  }
+  auto conn = spawn_connection(sys_, std::move(args), directory_, writer_,
+                               node_, cfg_.conn);
   return std::make_shared<actor_handler>(std::move(conn));
 }
 

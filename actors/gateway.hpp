@@ -11,6 +11,9 @@
 //                              "user_connections","active_rooms"}
 //   GET  /api/v1/ws/rooms      Bearer <JWT> → {"active_rooms":[…],
 //                              "total_rooms"} (admins: all; others: own)
+//   GET  /api/v1/cluster[?room=kind:id…]
+//                              Bearer <JWT> → members and placement
+//                              (actors/cluster_api.hpp)
 //   GET  /api/v1/rooms/{room_id}/history?since=&limit=
 //                              Bearer <JWT>, subscribe ACL → {"room_id",
 //                              "epoch","offset","events":[event frames]}
@@ -24,12 +27,20 @@
 //                              Bearer <api key>, or a JWT of the owner or
 //                              one the room's ACL admits → the same object
 //                              as the 201 above
+//   GET  /api/v1/sse/{channel}/{id}, /api/v1/runs/{run_id}/events
+//                              SSE and long-poll (actors/stream_http.hpp)
 //   WS   /api/v1/ws[?token=]   the native protocol (protocol/native.hpp)
+//                              or seed S0's (dialect_s0.hpp), per connection
+//   WS   /ws/operations/{id}?token=
+//                              seed S3's operation socket (dialect_s3.hpp)
+//   WS   <socket kind prefix>… actors registered with
+//                              kind_registry::add_socket_kind (/ws/scan/)
 #pragma once
 
 #include "actors/connection.hpp"
 #include "actors/extension.hpp"
 #include "actors/node_state.hpp"
+#include "actors/stream_http.hpp"
 #include "transport/seam.hpp"
 
 #include <caf/actor.hpp>
@@ -42,6 +53,8 @@
 
 namespace tidings::actors {
 
+class cluster_api;
+
 struct gateway_config {
   std::shared_ptr<const connection_config> conn;
   std::string api_key; // empty: the publish API refuses every request
@@ -49,6 +62,10 @@ struct gateway_config {
   std::shared_ptr<const kind_registry> kinds;
   /// Extra Prometheus text appended to /metrics (transport counters).
   std::function<std::string()> extra_metrics;
+  /// Serves GET /api/v1/cluster (404 when null).
+  std::shared_ptr<cluster_api> cluster;
+  /// SSE and long-poll (actors/stream_http.hpp).
+  stream_http_config streams;
 };
 
 class gateway : public transport::application {
@@ -82,6 +99,7 @@ class gateway : public transport::application {
   gateway_config cfg_;
   std::atomic<std::uint64_t> next_conn_{1};
   std::string conn_prefix_;
+  std::unique_ptr<stream_http> streams_; // SSE and long-poll routes
 };
 
 } // namespace tidings::actors

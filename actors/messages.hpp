@@ -48,8 +48,19 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.
-enum class dialect : std::uint8_t { native = 0 };
-constexpr std::size_t dialect_count = 1;
+/// s0: seed S0's `/api/v1/ws` frames; s3: seed S3's `/ws/operations/{id}`
+/// frames (no subscribe confirmation, S3's current_state and status_update).
+/// sse: S0's Server-Sent Events blocks (protocol/sse); s2: the `data`
+/// member of seed S2's frames for a `stream:` room (protocol/dialect_s2),
+/// which each S2 connection filters and wraps per subscription.
+enum class dialect : std::uint8_t {
+  native = 0,
+  s0 = 1,
+  s3 = 2,
+  sse = 3,
+  s2 = 4,
+};
+constexpr std::size_t dialect_count = 5;
 
 /// A session as a room sees it: where to put frames and whom to watch.
 struct subscriber {

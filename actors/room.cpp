@@ -5,6 +5,11 @@
 #include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 #include "persistence/history_store.hpp"
+#include "protocol/dialect_s0.hpp"
+#include "protocol/dialect_s2.hpp"
+#include "protocol/dialect_s3.hpp"
+#include "protocol/cursor.hpp"
+#include "protocol/sse.hpp"
 #include "protocol/native.hpp"
 
 #include <caf/all.hpp>
@@ -64,32 +69,73 @@ struct room_state {
 
 using room_actor = caf::stateful_actor<room_state>;
 
-std::string encode_for(dialect, const protocol::publication& pub) {
-  return protocol::encode_event(pub);
+std::string encode_for(dialect wire, const protocol::publication& pub) {
+  switch (wire) {
+  case dialect::s0:
+    return protocol::encode_s0_event(pub);
+  case dialect::s3:
+    return protocol::encode_s3_event(pub);
+  case dialect::sse:
+    return protocol::encode_s0_sse_event(pub);
+  case dialect::s2:
+    if (auto stream = protocol::s2_stream_of(pub.room))
+      return protocol::encode_s2_payload(
+          protocol::s2_event_object(pub, *stream), *stream);
+    return protocol::encode_event(pub);
+  default:
+    return protocol::encode_event(pub);
+  }
+}
+
+/// A frame some dialects send right after an event: S3's `status_update`
+/// after an event announcing a terminal status (unless it was one), which
+/// S3's test client waits for. Nullptr for none.
+transport::frame trailer_for(dialect wire, const protocol::publication& pub) {
+  if (wire != dialect::s3 || pub.type == "status_update")
+    return nullptr;
+  auto status = protocol::s3_terminal_status(pub);
+  if (!status)
+    return nullptr;
+  return transport::make_frame(
+      protocol::encode_s3_status_update(*status, unix_now_ms()));
+}
+
+/// Whether a dialect gets the native `subscription` confirmations (S0 and
+/// S3 document none).
+bool confirms(dialect wire) {
+  return wire == dialect::native;
 }
 
 void fan_out(room_actor* self, const protocol::publication& pub) {
   auto& st = self->state;
   std::array<transport::frame, dialect_count> frames{};
+  std::array<transport::frame, dialect_count> trailers{};
+  auto encoded = [&](dialect wire) -> transport::frame& {
+    auto& f = frames[static_cast<std::size_t>(wire)];
+    if (!f) {
+      f = transport::make_frame(encode_for(wire, pub));
+      trailers[static_cast<std::size_t>(wire)] = trailer_for(wire, pub);
+    }
+    return f;
+  };
   std::uint64_t delivered = 0;
   std::uint64_t bytes = 0;
   std::uint64_t dropped = 0;
   for (auto& [id, sub] : st.subs) {
-    auto& f = frames[static_cast<std::size_t>(sub.wire)];
-    if (!f)
-      f = transport::make_frame(encode_for(sub.wire, pub));
+    auto& f = encoded(sub.wire);
     if (sub.sink->deliver(f)) {
       ++delivered;
       bytes += f->size();
+      if (auto& t = trailers[static_cast<std::size_t>(sub.wire)])
+        sub.sink->deliver(t);
     } else {
       ++dropped; // the session is closing; its connection will unsubscribe
     }
   }
   for (auto& [id, cu] : st.catching_up) {
-    auto& f = frames[static_cast<std::size_t>(cu.sub.wire)];
-    if (!f)
-      f = transport::make_frame(encode_for(cu.sub.wire, pub));
-    cu.live.push_back(f);
+    cu.live.push_back(encoded(cu.sub.wire));
+    if (auto& t = trailers[static_cast<std::size_t>(cu.sub.wire)])
+      cu.live.push_back(t);
   }
   auto& c = st.node->counters;
   c.publications.fetch_add(1, std::memory_order_relaxed);
@@ -144,11 +190,28 @@ void went_empty(room_actor* self) {
 void go_live(room_actor* self, subscriber sub, std::uint64_t offset,
              std::optional<bool> recovered) {
   auto& st = self->state;
-  sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-      true, st.id, {st.epoch, offset}, unix_now_ms(), recovered)));
-  if (st.reducer)
+  if (confirms(sub.wire))
+    sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+        true, st.id, {st.epoch, offset}, unix_now_ms(), recovered)));
+  if (st.reducer && sub.wire == dialect::native)
     sub.sink->deliver(transport::make_frame(protocol::encode_current_state(
         st.id, {st.epoch, st.committed}, st.op_state, unix_now_ms())));
+  if (st.reducer && sub.wire == dialect::sse)
+    sub.sink->deliver(transport::make_frame(protocol::encode_sse_event(
+        "current_state",
+        protocol::encode_cursor(protocol::stream_position{st.epoch,
+                                                          st.committed}),
+        st.op_state)));
+  if (st.reducer && sub.wire == dialect::s3) {
+    sub.sink->deliver(transport::make_frame(protocol::encode_s3_current_state(
+        st.id, {st.epoch, st.committed}, st.op_state, unix_now_ms())));
+    // An operation that already ended: the status_update S3's client
+    // waits for would otherwise never come.
+    protocol::publication as_event;
+    as_event.data = st.op_state;
+    if (auto t = trailer_for(dialect::s3, as_event))
+      sub.sink->deliver(t);
+  }
   st.subs.emplace(sub.conn_id, std::move(sub));
 }
 
@@ -216,8 +279,9 @@ void finish_catch_up(room_actor* self, std::uint64_t conn_id,
     return; // the connection went down meanwhile
   auto& cu = i->second;
   bool recovered = events && fills_gap(*events, after, cu.target);
-  cu.sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-      true, st.id, {st.epoch, cu.target}, unix_now_ms(), recovered)));
+  if (confirms(cu.sub.wire))
+    cu.sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+        true, st.id, {st.epoch, cu.target}, unix_now_ms(), recovered)));
   if (recovered)
     cu.history = std::move(*events);
   cu.replied = true;
@@ -563,9 +627,11 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         if (auto c = st.catching_up.find(conn_id); c != st.catching_up.end()) {
           auto sink = c->second.sub.sink;
           self->demonitor(c->second.sub.conn);
+          auto wire = c->second.sub.wire;
           st.catching_up.erase(c);
-          sink->deliver(transport::make_frame(protocol::encode_subscription(
-              false, st.id, {st.epoch, st.committed}, unix_now_ms())));
+          if (confirms(wire))
+            sink->deliver(transport::make_frame(protocol::encode_subscription(
+                false, st.id, {st.epoch, st.committed}, unix_now_ms())));
           went_empty(self);
           return true;
         }
@@ -575,8 +641,9 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         auto sub = std::move(i->second);
         st.subs.erase(i);
         self->demonitor(sub.conn);
-        sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
-            false, st.id, {st.epoch, st.committed}, unix_now_ms())));
+        if (confirms(sub.wire))
+          sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+              false, st.id, {st.epoch, st.committed}, unix_now_ms())));
         went_empty(self);
         return true;
       },

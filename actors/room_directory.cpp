@@ -123,6 +123,13 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         self->send(i->second.room, retire_atom::value);
         st.rooms.erase(i);
       },
+      [=](rooms_atom) {
+        std::vector<std::string> keys;
+        keys.reserve(self->state.rooms.size());
+        for (auto& kv : self->state.rooms)
+          keys.push_back(kv.first);
+        return keys;
+      },
       [=](shutdown_atom) -> caf::result<bool> {
         auto& st = self->state;
         st.shutting_down = true;

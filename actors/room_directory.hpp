@@ -13,14 +13,19 @@
 //                                          writer to age out history
 //   (shutdown_atom) -> bool: retires every room, waits until all are down,
 //                      then tells the history writer to finish and quits.
+//   (rooms_atom) -> vector<string>: keys of the rooms with a live room
+//                      actor (not retired), for GET /api/v1/cluster
 #pragma once
 
 #include "actors/node_state.hpp"
 #include "actors/room.hpp"
 
+#include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 
 namespace tidings::actors {
+
+using rooms_atom = caf::atom_constant<caf::atom("rooms")>;
 
 caf::actor spawn_room_directory(caf::actor_system& sys, caf::actor writer,
                                 node_state& node, room_config cfg);

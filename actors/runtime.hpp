@@ -5,6 +5,8 @@
 
 #include "actors/connection.hpp"
 #include "actors/extension.hpp"
+#include "actors/s2_connection.hpp"
+#include "actors/stream_http.hpp"
 #include "persistence/retention.hpp"
 #include "protocol/result.hpp"
 #include "transport/seam.hpp"
@@ -13,8 +15,22 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace tidings::actors {
+
+/// Cluster membership (cluster/membership.hpp); off when `listen` is empty.
+struct cluster_options {
+  /// "host:port" of this node's cluster port; port 0 picks a free one.
+  std::string listen;
+  /// Host the other members connect to; empty: the listen host (127.0.0.1
+  /// for 0.0.0.0).
+  std::string advertise;
+  /// "host:port" cluster ports of members to join through.
+  std::vector<std::string> join;
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds failure_timeout{3000};
+};
 
 struct node_config {
   std::string node_id = "node-1";
@@ -34,6 +50,11 @@ struct node_config {
   std::function<std::string()> extra_metrics;
   /// Use an in-memory store instead of SQLite (tests).
   bool memory_store = false;
+  cluster_options cluster;
+  /// SSE and long-poll (actors/stream_http.hpp).
+  stream_http_config streams;
+  /// Seed S2's per-connection rules, for s2_application().
+  s2_config s2;
 };
 
 class runtime {
@@ -46,6 +67,13 @@ class runtime {
   runtime& operator=(const runtime&) = delete;
 
   std::shared_ptr<transport::application> application();
+
+  /// What seed S2's own listener serves (actors/s2_gateway.hpp); the
+  /// caller runs a second transport server with it (--s2-port).
+  std::shared_ptr<transport::application> s2_application();
+
+  /// The bound cluster port, 0 when the cluster is off.
+  std::uint16_t cluster_port() const;
 
   /// Retires every room (in-flight publishes finish), commits pending
   /// history and stops the actors. Call after the transport has stopped.

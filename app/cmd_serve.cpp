@@ -3,17 +3,23 @@
 // stops both cleanly on SIGINT/SIGTERM.
 #include "actors/examples/checklist.hpp"
 #include "actors/runtime.hpp"
+#include "actors/scan.hpp"
 #include "app/commands.hpp"
 #include "app/options.hpp"
+#include "protocol/dialect_s2.hpp"
 #include "transport/server.hpp"
 
+#include <cctype>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <pthread.h>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
 
 namespace tidings::app {
 
@@ -87,6 +93,74 @@ void declare(options& o) {
         "docs/extending.md).");
   o.add("room-idle-timeout", "30",
         "Seconds an empty, quiet room actor lives before it is retired.");
+  // Seed dialects S0 and S3 (README "Seed S0" and "Seed S3").
+  o.add("plan-limits", "free=5/10,pro=50/100,enterprise=500/1000",
+        "Per token `plan` claim on /api/v1/ws: "
+        "name=connections/messages_per_second (connections per user on "
+        "this node; an unknown plan gets the first entry).");
+  o.add("s3-user-connections", "10",
+        "S3 /ws/operations/{id} sockets per user on this node; beyond: "
+        "close 1008.");
+  o.add("s3-operation-connections", "100",
+        "S3 /ws/operations/{id} sockets per operation on this node; "
+        "beyond: close 1008.");
+  o.add("scan-root", "",
+        "Directory S3's /ws/scan/{id} may scan below; empty: scans are "
+        "disabled (close 1008).");
+  o.add("scan-max-files", "10000",
+        "Most files one scan may find; beyond: error \"too many files\".");
+  // Cluster (README "Cluster").
+  o.add("cluster-listen", "",
+        "host:port of this node's cluster port (CAF middleman); empty: no "
+        "cluster. Port 0 picks a free one (printed at start).");
+  o.add("cluster-advertise", "",
+        "Host the other members reach this node's cluster port at (empty: "
+        "the --cluster-listen host; 127.0.0.1 for 0.0.0.0).");
+  o.add("join", "",
+        "Comma-separated host:port cluster ports of members to join "
+        "through; may list this node itself, so every node can get the "
+        "same list.");
+  o.add("cluster-heartbeat-ms", "500",
+        "Milliseconds between membership heartbeats.");
+  o.add("cluster-failure-timeout-ms", "3000",
+        "Milliseconds of silence after which a member is declared dead "
+        "(suspect after half of it); at least twice the heartbeat.");
+  // SSE and long-polling (README "Server-Sent Events" and "Long-polling").
+  o.add("sse-heartbeat", "15",
+        "Seconds between `: heartbeat` comments on a quiet SSE stream (0: "
+        "none; then a stalled client is noticed only when events flow).");
+  o.add("sse-retry-ms", "3000",
+        "The `retry:` hint sent first on every SSE stream: milliseconds a "
+        "browser waits before it reconnects.");
+  o.add("longpoll-max-waiters", "1000",
+        "Long-poll requests waiting at once on this node; beyond: 503 with "
+        "Retry-After.");
+  // Seed S2's own listener (README "Seed S2"); STREAMING_WEBSOCKET__*
+  // variables map onto these (protocol::map_s2_env), below TIDINGS_S2_*.
+  o.add("s2-host", "127.0.0.1", "Address of the S2 WebSocket listener.");
+  o.add("s2-port", "0",
+        "Port of the S2 WebSocket listener (clients connect to "
+        "ws://host:port); 0: no S2 listener.");
+  o.add("s2-max-connections", "1000",
+        "S2 connections at once; beyond: close 1013.");
+  o.add("s2-ping-interval", "20",
+        "Seconds of S2 client silence before a WebSocket ping is sent.");
+  o.add("s2-ping-timeout", "10",
+        "Seconds after that ping before a silent S2 client is dropped.");
+  o.add("s2-close-timeout", "10",
+        "Seconds an S2 close handshake (or a handshake) may take.");
+  o.add("s2-max-message-size", "64K",
+        "Largest S2 client message; beyond: close 1009.");
+  o.add("s2-require-auth", "true",
+        "S2: the first message must be a successful auth (true/false).");
+  o.add("s2-auth-timeout", "30",
+        "Seconds an S2 client has to authenticate; then close 1008.");
+  o.add("s2-allowed-origins", "",
+        "Comma-separated Origins allowed on the S2 port; '*' for any. "
+        "Empty: same host only. Clients sending no Origin are allowed.");
+  o.add("s2-rate-limit-per-minute", "60",
+        "S2 client messages per minute per connection (0: no limit); "
+        "beyond: error \"Rate limit exceeded\".");
 }
 
 std::optional<std::string> read_file(const std::string& path) {
@@ -172,7 +246,61 @@ std::string transport_metrics(const transport::transport_counters& c) {
 struct built_config {
   actors::node_config node;
   transport::server_options server;
+  std::optional<transport::server_options> s2; // the S2 listener, when on
 };
+
+std::optional<bool> parse_bool(std::string v) {
+  for (auto& c : v)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (auto t : {"true", "1", "yes", "on", "t", "y"})
+    if (v == t)
+      return true;
+  for (auto f : {"false", "0", "no", "off", "f", "n"})
+    if (v == f)
+      return false;
+  return std::nullopt;
+}
+
+// S2's listener and connection rules; nullopt-free errors name the option.
+std::optional<error_info> build_s2(const options& o, built_config& b) {
+  auto port = o.integer("s2-port");
+  if (port < 0 || port > 65535)
+    return error_info{"CONFIG", "--s2-port must be 0..65535"};
+  auto require = parse_bool(o.str("s2-require-auth"));
+  if (!require)
+    return error_info{"CONFIG", "--s2-require-auth must be true or false"};
+  auto ping = o.integer("s2-ping-interval");
+  auto pong = o.integer("s2-ping-timeout");
+  auto close = o.integer("s2-close-timeout");
+  auto auth = o.integer("s2-auth-timeout");
+  auto rate = o.integer("s2-rate-limit-per-minute");
+  auto conns = o.integer("s2-max-connections");
+  auto size = o.integer("s2-max-message-size");
+  if (ping < 1 || pong < 1 || close < 1 || auth < 1 || rate < 0 ||
+      rate > 1000000 || conns < 1 || size < 128)
+    return error_info{"CONFIG", "S2: intervals and timeouts must be at least "
+                                "1 s, --s2-max-connections at least 1, "
+                                "--s2-max-message-size at least 128, "
+                                "--s2-rate-limit-per-minute 0..1000000"};
+  auto& r = b.node.s2;
+  r.require_auth = *require;
+  r.auth_timeout = std::chrono::seconds(auth);
+  r.rate_limit_per_minute = static_cast<std::uint32_t>(rate);
+  if (port == 0)
+    return std::nullopt;
+  transport::server_options s = b.server; // threads, queue and body bounds
+  s.host = o.str("s2-host");
+  s.port = static_cast<std::uint16_t>(port);
+  s.max_connections = static_cast<std::size_t>(conns);
+  s.max_message_size = static_cast<std::size_t>(size);
+  // The transport pings after half the idle time and drops a peer silent
+  // for all of it: ping at ~ping_interval, drop ~ping_timeout later.
+  s.idle_timeout = std::chrono::seconds(std::max(ping * 2, ping + pong));
+  s.handshake_timeout = std::chrono::seconds(close);
+  s.allowed_origins = o.list("s2-allowed-origins");
+  b.s2 = std::move(s);
+  return std::nullopt;
+}
 
 result<built_config> build(const options& o) {
   built_config b;
@@ -206,6 +334,31 @@ result<built_config> build(const options& o) {
         std::chrono::seconds(o.integer("heartbeat-interval"));
     n.conn.max_subscriptions = o.integer("max-subscriptions");
     n.conn.commands_per_second = o.number("commands-per-second");
+    auto plans = protocol::parse_plan_limits(o.str("plan-limits"));
+    if (!plans)
+      return error_info{"CONFIG", "--plan-limits: " + plans.error().message};
+    n.conn.plans = std::move(*plans);
+    auto s3_users = o.integer("s3-user-connections");
+    auto s3_ops = o.integer("s3-operation-connections");
+    if (s3_users < 1 || s3_ops < 1 || s3_users > 1000000 || s3_ops > 1000000)
+      return error_info{"CONFIG", "--s3-user-connections and "
+                                  "--s3-operation-connections must be "
+                                  "1..1000000"};
+    n.conn.s3.per_user = static_cast<std::uint32_t>(s3_users);
+    n.conn.s3.per_operation = static_cast<std::uint32_t>(s3_ops);
+    actors::scan_config scan;
+    scan.root = o.str("scan-root");
+    auto max_files = o.integer("scan-max-files");
+    if (max_files < 1)
+      return error_info{"CONFIG", "--scan-max-files must be positive"};
+    scan.max_files = static_cast<std::size_t>(max_files);
+    if (!scan.root.empty()) {
+      std::error_code ec;
+      if (!std::filesystem::is_directory(scan.root, ec))
+        return error_info{"CONFIG", "--scan-root: not a directory"};
+    }
+    n.kinds.add_socket_kind(actors::scan_socket_prefix,
+                            actors::make_scan_socket(std::move(scan)));
     n.room_idle_timeout = std::chrono::seconds(o.integer("room-idle-timeout"));
     auto retention = persistence::parse_retention(o.str("retention"));
     if (!retention)
@@ -223,7 +376,24 @@ result<built_config> build(const options& o) {
         "checklist",
         std::make_shared<const actors::examples::checklist_reducer>(),
         std::make_shared<const actors::examples::checklist_commands>());
+    auto sse_beat = o.integer("sse-heartbeat");
+    auto sse_retry = o.integer("sse-retry-ms");
+    auto lp_waiters = o.integer("longpoll-max-waiters");
+    if (sse_beat < 0 || sse_retry < 0 || sse_retry > 3600000 || lp_waiters < 1)
+      return error_info{"CONFIG", "--sse-heartbeat and --sse-retry-ms must "
+                                  "not be negative (retry at most an hour); "
+                                  "--longpoll-max-waiters at least 1"};
+    n.streams.sse_heartbeat = std::chrono::seconds(sse_beat);
+    n.streams.sse_retry_ms = static_cast<std::uint32_t>(sse_retry);
+    n.streams.max_longpoll_waiters = static_cast<std::size_t>(lp_waiters);
     n.actor_threads = static_cast<unsigned>(o.integer("actor-threads"));
+    n.cluster.listen = o.str("cluster-listen");
+    n.cluster.advertise = o.str("cluster-advertise");
+    n.cluster.join = o.list("join");
+    n.cluster.heartbeat_interval =
+        std::chrono::milliseconds(o.integer("cluster-heartbeat-ms"));
+    n.cluster.failure_timeout =
+        std::chrono::milliseconds(o.integer("cluster-failure-timeout-ms"));
     auto& s = b.server;
     s.host = o.str("host");
     auto port = o.integer("port");
@@ -241,6 +411,8 @@ result<built_config> build(const options& o) {
       return error_info{"CONFIG", "thread counts must be at least 1"};
     if (n.conn.commands_per_second <= 0)
       return error_info{"CONFIG", "--commands-per-second must be positive"};
+    if (auto err = build_s2(o, b))
+      return *err;
   } catch (const std::invalid_argument& e) {
     return error_info{"CONFIG", e.what()};
   }
@@ -249,9 +421,32 @@ result<built_config> build(const options& o) {
 
 } // namespace
 
+// S2's own environment variables, at the environment's precedence but
+// below TIDINGS_S2_* (which are not overwritten). Before any thread starts.
+std::optional<std::string> apply_s2_env() {
+  std::vector<std::pair<std::string, std::string>> env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv{*e};
+    auto eq = kv.find('=');
+    if (eq != std::string_view::npos)
+      env.emplace_back(std::string(kv.substr(0, eq)),
+                       std::string(kv.substr(eq + 1)));
+  }
+  auto mapped = protocol::map_s2_env(env);
+  if (!mapped)
+    return mapped.error().message;
+  for (auto& [option, value] : mapped->options)
+    ::setenv(env_name(option).c_str(), value.c_str(), 0);
+  return std::nullopt;
+}
+
 int cmd_serve(int argc, char** argv) {
   options o;
   declare(o);
+  if (auto err = apply_s2_env()) {
+    std::fprintf(stderr, "tidings serve: %s\n", err->c_str());
+    return 2;
+  }
   if (auto err = o.parse(argc, argv, nullptr)) {
     std::fprintf(stderr, "tidings serve: %s\n", err->c_str());
     return 2;
@@ -291,6 +486,34 @@ int cmd_serve(int argc, char** argv) {
     srv.reset(); // before the runtime: see below
     return 1;
   }
+  if (auto cport = (*rt)->cluster_port(); cport != 0) {
+    auto& c = cfg->node.cluster;
+    std::string seeds;
+    for (auto& j : c.join)
+      seeds += (seeds.empty() ? "" : ",") + j;
+    std::printf("tidings: node %s cluster port %s:%u (heartbeat %lld ms, "
+                "failure timeout %lld ms, joining %s)\n",
+                cfg->node.node_id.c_str(),
+                c.listen.substr(0, c.listen.rfind(':')).c_str(), cport,
+                static_cast<long long>(c.heartbeat_interval.count()),
+                static_cast<long long>(c.failure_timeout.count()),
+                seeds.empty() ? "nobody" : seeds.c_str());
+  }
+  // Seed S2's own listener, announced before the ready line.
+  std::shared_ptr<transport::server> s2;
+  if (cfg->s2) {
+    s2 = std::make_shared<transport::server>(*cfg->s2, (*rt)->s2_application());
+    if (auto err = s2->listen()) {
+      std::fprintf(stderr, "tidings serve: cannot listen on %s:%u (S2): %s\n",
+                   cfg->s2->host.c_str(), cfg->s2->port, err->c_str());
+      (*rt)->shutdown();
+      srv.reset();
+      s2.reset();
+      return 1;
+    }
+    std::printf("tidings: node %s S2 listening on ws://%s:%u\n",
+                cfg->node.node_id.c_str(), cfg->s2->host.c_str(), s2->port());
+  }
   if (cfg->node.api_key.empty())
     std::fprintf(stderr, "tidings serve: warning: no --api-key; "
                          "POST /api/v1/publish will answer 401\n");
@@ -303,20 +526,30 @@ int cmd_serve(int argc, char** argv) {
           ? "in memory"
           : (cfg->node.data_dir + "/" + cfg->node.node_id + ".sqlite").c_str());
   std::fflush(stdout);
+  std::thread s2_thread;
+  if (s2)
+    s2_thread = std::thread([&] { s2->run(); });
   std::thread watcher([&] {
     int sig = 0;
     sigwait(&sigs, &sig);
     srv->stop();
+    if (s2)
+      s2->stop();
   });
   srv->run();
   // run() also returns if stop() came from elsewhere; wake the watcher.
   pthread_kill(watcher.native_handle(), SIGTERM);
   watcher.join();
+  if (s2) {
+    s2->stop();
+    s2_thread.join();
+  }
   (*rt)->shutdown();
   // The server owns the gateway, which holds actor handles; a detached
   // actor's thread (the history writer) ends only when the last handle is
   // gone, and the actor system waits for it.
   srv.reset();
+  s2.reset();
   std::printf("tidings: node %s stopped\n", cfg->node.node_id.c_str());
   return 0;
 }

@@ -433,7 +433,9 @@ caf::behavior membership(membership_actor* self, membership_config cfg) {
   auto mm = self->system().middleman().actor_handle();
   self->request(mm, st.cfg.connect_timeout, caf::publish_atom::value,
                 st.cfg.port, caf::actor_cast<caf::strong_actor_ptr>(self),
-                std::set<std::string>{}, st.cfg.host, false)
+                // reuse_addr: a restarted node binds its port again at once
+                // (SO_REUSEADDR, not SO_REUSEPORT: TIME_WAIT only).
+                std::set<std::string>{}, st.cfg.host, true)
       .then([=](std::uint16_t port) { on_published(self, port); },
             [=](caf::error& err) { on_publish_failed(self, std::move(err)); });
   self->set_down_handler([=](caf::down_msg& dm) {

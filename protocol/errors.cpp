@@ -83,13 +83,14 @@ constexpr close_entry closes[] = {
     {cc::policy_violation, "operation_connection_limit",
      "Operation connection limit exceeded"},
     {cc::normal, "operation_completed", "Operation completed"},
+    {cc::policy_violation, "scan_disabled", "Directory scans are disabled"},
 };
 
 static_assert(sizeof(errors) / sizeof(errors[0]) ==
                   static_cast<std::size_t>(ec::invalid_query) + 1,
               "one error entry per error_code");
 static_assert(sizeof(closes) / sizeof(closes[0]) ==
-                  static_cast<std::size_t>(cr::operation_completed) + 1,
+                  static_cast<std::size_t>(cr::scan_disabled) + 1,
               "one close entry per close_reason");
 
 } // namespace

@@ -101,6 +101,7 @@ enum class close_reason : std::uint8_t {
   user_connection_limit,      // S3: per-user connection limit
   operation_connection_limit, // S3: per-operation connection limit
   operation_completed,        // S3: closed after the terminal status
+  scan_disabled,              // S3 /ws/scan/{id}: no --scan-root configured
 };
 
 const close_entry& describe(close_reason reason);

@@ -24,9 +24,42 @@ const json* first_of(const json& d, std::initializer_list<const char*> keys,
   return nullptr;
 }
 
-bool status_event(std::string_view type, std::string_view suffix) {
-  return type.size() >= suffix.size() &&
-         type.substr(type.size() - suffix.size()) == suffix;
+/// The operation-level subjects whose `<subject><sep>completed|failed|…`
+/// events end an operation (sep one of `.` `:` `_`): the seeds' own names
+/// (S0 `pipeline.completed`, S3 `operation_completed` and its per-type
+/// `index_completed`…, S4 `job:completed`). Any other subject names a
+/// step (`file_completed`, `pipeline.task_failed`, `scanning_completed`),
+/// which ends nothing: a suffix match would end operations early.
+constexpr std::string_view operation_subjects[] = {
+    "operation", "pipeline", "job",    "execution",     "workflow", "run",
+    "index",     "reindex",  "append", "remove_source", "batch"};
+
+/// "completed", "failed" or "cancelled" when `type` names the end of the
+/// whole operation: exactly a terminal word, or an operation subject, one
+/// separator and a terminal word. Empty otherwise.
+std::string_view terminal_event(std::string_view type) {
+  auto word = [](std::string_view w) -> std::string_view {
+    if (w == "completed" || w == "complete")
+      return "completed";
+    if (w == "failed" || w == "error")
+      return "failed";
+    if (w == "cancelled" || w == "canceled")
+      return "cancelled";
+    return {};
+  };
+  if (auto w = word(type); !w.empty())
+    return w;
+  auto sep = type.find_last_of(".:_");
+  if (sep == std::string_view::npos)
+    return {};
+  auto w = word(type.substr(sep + 1));
+  if (w.empty())
+    return {};
+  auto subject = type.substr(0, sep);
+  for (auto s : operation_subjects)
+    if (subject == s)
+      return w;
+  return {};
 }
 
 } // namespace
@@ -82,13 +115,14 @@ std::string default_reducer::apply(const std::string& state_text,
   using is_fn = bool (json::*)() const noexcept;
   is_fn is_string = &json::is_string;
   is_fn is_number = &json::is_number;
+  // The payload's `status` decides; without one, only an event type that
+  // names the end of the whole operation does (see terminal_event).
   if (auto st = first_of(d, {"status"}, is_string))
     s["status"] = *st;
-  else if (status_event(ev.type, "completed"))
-    s["status"] = "completed";
-  else if (ev.type == "error" || status_event(ev.type, ":error") ||
-           status_event(ev.type, "failed"))
-    s["status"] = "failed";
+  else if (auto t = terminal_event(ev.type); !t.empty())
+    s["status"] = std::string{t};
+  else if (auto e = terminal_event(ev.event); !e.empty())
+    s["status"] = std::string{e};
   auto& p = s["progress"];
   if (!p.is_object())
     p = json::object();

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -53,6 +54,45 @@ std::string header(const http::request<http::string_body>& req, Field f) {
   return it == req.end() ? std::string{} : std::string(it->value());
 }
 
+void append_hex(std::string& out, std::size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  char buf[2 * sizeof(std::size_t)];
+  std::size_t i = sizeof buf;
+  do {
+    buf[--i] = digits[n & 0xf];
+    n >>= 4;
+  } while (n != 0);
+  out.append(buf + i, sizeof buf - i);
+}
+
+// The application's handle on a stream: a weak_ptr, so the session ends
+// with its connection whatever the application keeps.
+class http_stream_sink final : public frame_sink {
+ public:
+  explicit http_stream_sink(std::weak_ptr<http_session> session)
+      : session_(std::move(session)) {}
+
+  bool deliver(frame f) override {
+    auto s = session_.lock();
+    return s && s->deliver(std::move(f));
+  }
+  void close(std::uint16_t code, std::string_view reason) override {
+    if (auto s = session_.lock())
+      s->close(code, reason);
+  }
+  std::size_t queued_bytes() const override {
+    auto s = session_.lock();
+    return s ? s->queued_bytes() : 0;
+  }
+  std::size_t max_queued_bytes() const override {
+    auto s = session_.lock();
+    return s ? s->max_queued_bytes() : 0;
+  }
+
+ private:
+  std::weak_ptr<http_session> session_;
+};
+
 } // namespace
 
 http_session::http_session(tcp::socket&& socket,
@@ -65,6 +105,13 @@ http_session::http_session(tcp::socket&& socket,
     remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
   // Small frames are the norm; do not let Nagle hold them back.
   stream_.socket().set_option(tcp::no_delay(true), ec);
+}
+
+http_session::~http_session() {
+  // Normally end_stream() ran on the strand; this covers a session dropped
+  // with a stopped io_context.
+  if (streamer_)
+    end_stream();
 }
 
 void http_session::run() {
@@ -189,7 +236,7 @@ void http_session::start_upgrade() {
 void http_session::start_request() {
   waiting_ = true;
   const auto seq = ++seq_;
-  deadline_timer_.expires_at(deadline_);
+  deadline_timer_.expires_after(state_->options().answer_timeout);
   deadline_timer_.async_wait(beast::bind_front_handler(
       &http_session::on_deadline, shared_from_this(), seq));
   auto once = std::make_shared<std::atomic<bool>>(false);
@@ -198,11 +245,17 @@ void http_session::start_request() {
   // io_context).
   http_responder respond = [weak = weak_from_this(), seq,
                             once](http_response res) {
-    if (once->exchange(true))
+    if (once->exchange(true)) {
+      if (res.stream)
+        res.stream->on_closed();
       return;
+    }
     auto self = weak.lock();
-    if (!self)
-      return; // the session timed out or the peer went away
+    if (!self) { // the session timed out or the peer went away
+      if (res.stream)
+        res.stream->on_closed();
+      return;
+    }
     auto ex = self->strand_;
     net::post(ex,
               [self = std::move(self), seq, res = std::move(res)]() mutable {
@@ -220,10 +273,16 @@ void http_session::on_deadline(std::uint64_t seq, beast::error_code ec) {
 }
 
 void http_session::on_answer(std::uint64_t seq, http_response res) {
-  if (!waiting_ || seq != seq_)
+  if (!waiting_ || seq != seq_) {
+    if (res.stream)
+      res.stream->on_closed();
     return;
+  }
   waiting_ = false;
   deadline_timer_.cancel();
+  deadline_ = std::chrono::steady_clock::now() + state_->options().http_timeout;
+  if (res.stream)
+    return start_stream(std::move(res));
   bool close_after = !keep_alive_;
   auto r = to_response(std::move(res), close_after);
   send(std::move(r), close_after);
@@ -308,6 +367,226 @@ void http_session::on_linger(beast::error_code ec, std::size_t bytes) {
   stream_.async_read_some(
       net::buffer(drain_),
       beast::bind_front_handler(&http_session::on_linger, shared_from_this()));
+}
+
+} // namespace tidings::transport
+
+namespace tidings::transport {
+
+// ---------------------------------------------------------------- streams
+
+void http_session::start_stream(http_response res) {
+  auto handler = std::move(res.stream);
+  res.stream = nullptr;
+  ticket_ = state_->enter(weak_from_this(), true);
+  registered_ = true;
+  if (state_->stopping() || !ticket_.admitted) {
+    state_->leave(ticket_);
+    registered_ = false;
+    counter_set::add(state_->counters().rejected_connections);
+    handler->on_closed();
+    response_type r{http::status::service_unavailable, version_};
+    r.set(http::field::server, "tidings");
+    r.set(http::field::content_type, "application/json");
+    r.body() = error_body(protocol::error_code::unavailable);
+    send(std::move(r), true);
+    return;
+  }
+  counter_set::add(state_->counters().connections_total);
+  streamer_ = std::move(handler);
+  chunked_ = version_ >= 11;
+  std::string first = std::move(res.body);
+  bool close_after = true;
+  auto r = to_response(std::move(res), close_after);
+  r.body().clear();
+  if (chunked_)
+    r.chunked(true);
+  r.keep_alive(false); // the connection ends with the stream
+  std::ostringstream head;
+  head << r.base();
+  out_ = head.str();
+  if (!first.empty()) {
+    if (chunked_) {
+      append_hex(out_, first.size());
+      out_ += "\r\n";
+    }
+    out_ += first;
+    if (chunked_)
+      out_ += "\r\n";
+  }
+  out_payload_ = 0;
+  stream_writing_ = true;
+  stream_.expires_after(state_->options().http_timeout);
+  net::async_write(stream_, net::buffer(out_),
+                   beast::bind_front_handler(&http_session::on_head_written,
+                                             shared_from_this()));
+}
+
+void http_session::on_head_written(beast::error_code ec, std::size_t) {
+  stream_writing_ = false;
+  std::string().swap(out_);
+  if (ec || stream_done_) {
+    end_stream();
+    return;
+  }
+  stream_.expires_never();
+  stream_open_ = true;
+  watch_peer();
+  streamer_->on_open(std::make_shared<http_stream_sink>(weak_from_this()));
+  stream_flush();
+}
+
+// A stream's client sends nothing; a read stays pending so that its going
+// away (EOF, reset) ends the stream at once. Whatever it does send is
+// dropped.
+void http_session::watch_peer() {
+  stream_.socket().async_read_some(
+      net::buffer(drain_),
+      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        if (self->stream_done_)
+          return;
+        if (ec) {
+          self->end_stream();
+          return;
+        }
+        self->watch_peer();
+      });
+}
+
+bool http_session::deliver(frame f) {
+  if (!f || closing_.load(std::memory_order_acquire))
+    return false;
+  const auto n = f->size();
+  const auto before = queued_.fetch_add(n, std::memory_order_acq_rel);
+  if (before + n > max_queued_bytes()) {
+    queued_.fetch_sub(n, std::memory_order_acq_rel);
+    if (!closing_.exchange(true)) {
+      // A slow consumer: nothing more is written, the connection ends.
+      counter_set::add(state_->counters().slow_consumer_closes);
+      net::post(strand_, [self = shared_from_this()] { self->end_stream(); });
+    }
+    return false;
+  }
+  bool post = false;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    inbox_.push_back(std::move(f));
+    post = !armed_;
+    armed_ = true;
+  }
+  if (post)
+    net::post(strand_, [self = shared_from_this()] { self->stream_flush(); });
+  return true;
+}
+
+std::size_t http_session::queued_bytes() const {
+  return queued_.load(std::memory_order_acquire);
+}
+
+std::size_t http_session::max_queued_bytes() const {
+  return state_->options().max_queue_bytes;
+}
+
+void http_session::close(std::uint16_t, std::string_view) {
+  if (closing_.exchange(true))
+    return;
+  net::post(strand_, [self = shared_from_this()] {
+    self->stream_closing_ = true;
+    self->stream_flush();
+  });
+}
+
+void http_session::abandon() {
+  end_stream();
+}
+
+void http_session::stream_flush() {
+  if (stream_done_ || !stream_open_ || stream_writing_)
+    return;
+  std::vector<frame> taken;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    taken.swap(inbox_);
+    armed_ = false;
+  }
+  std::size_t n = 0;
+  for (const auto& f : taken)
+    n += f->size();
+  if (n == 0) {
+    if (!stream_closing_)
+      return;
+    // Everything queued before close() is written: the last chunk, then
+    // the end of the connection.
+    stream_writing_ = true;
+    out_ = chunked_ ? "0\r\n\r\n" : "";
+    stream_.expires_after(state_->options().http_timeout);
+    net::async_write(
+        stream_, net::buffer(out_),
+        [self = shared_from_this()](beast::error_code, std::size_t) {
+          self->stream_writing_ = false;
+          self->end_stream();
+        });
+    return;
+  }
+  out_.clear();
+  out_.reserve(n + 24);
+  if (chunked_) {
+    append_hex(out_, n);
+    out_ += "\r\n";
+  }
+  for (const auto& f : taken)
+    out_ += *f;
+  if (chunked_)
+    out_ += "\r\n";
+  out_payload_ = n;
+  stream_writing_ = true;
+  auto& c = state_->counters();
+  counter_set::add(c.frames_out, taken.size());
+  stream_.expires_after(state_->options().http_timeout);
+  net::async_write(stream_, net::buffer(out_),
+                   beast::bind_front_handler(&http_session::on_stream_write,
+                                             shared_from_this()));
+}
+
+void http_session::on_stream_write(beast::error_code ec, std::size_t) {
+  stream_writing_ = false;
+  queued_.fetch_sub(out_payload_, std::memory_order_acq_rel);
+  counter_set::add(state_->counters().bytes_out, out_payload_);
+  out_payload_ = 0;
+  if (ec || stream_done_) { // a stalled client (timeout) or a reset
+    end_stream();
+    return;
+  }
+  stream_.expires_never();
+  if (out_.capacity() > 64 * 1024)
+    std::string().swap(out_);
+  stream_flush();
+}
+
+void http_session::end_stream() {
+  if (stream_done_ || !streamer_)
+    return;
+  stream_done_ = true;
+  closing_.store(true);
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.socket().close(ignored);
+  std::vector<frame> pending;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    pending.swap(inbox_);
+  }
+  std::size_t n = 0;
+  for (const auto& f : pending)
+    n += f->size();
+  if (n)
+    queued_.fetch_sub(n, std::memory_order_acq_rel);
+  if (registered_) {
+    registered_ = false;
+    state_->leave(ticket_);
+  }
+  auto h = std::move(streamer_);
+  h->on_closed();
 }
 
 } // namespace tidings::transport

@@ -1,9 +1,10 @@
 // The seam between transport/ (Beast) and the application (actors/). No
 // Beast and no CAF headers: both sides include this and nothing of the other.
 //
-// Threads: transport calls `application` and `connection_handler` from its
-// I/O threads; for one session, calls are never concurrent and arrive in
-// order. The application calls `frame_sink` from any thread.
+// Threads: transport calls `application`, `connection_handler` and
+// `stream_handler` from its I/O threads; for one session, calls are never
+// concurrent and arrive in order. The application calls `frame_sink` from
+// any thread.
 #pragma once
 
 #include <cstddef>
@@ -73,11 +74,46 @@ struct http_request {
   std::string body;          // at most `max_http_body` bytes
 };
 
+/// The application's side of a streamed HTTP answer (Server-Sent Events).
+///
+/// The head goes out with `Transfer-Encoding: chunked` (HTTP/1.1; HTTP/1.0
+/// gets a body that ends when the connection closes), then every frame
+/// delivered to the sink is written as it is (one chunk per write, many
+/// frames per chunk). The sink behaves as for a WebSocket session:
+///  - deliver() never blocks; beyond `max_queue_bytes` queued the stream
+///    ends at once (slow consumer: nothing more is written, counted in
+///    slow_consumer_closes) and deliver() returns false;
+///  - close() writes what is queued, then the last chunk, and ends the
+///    connection; code and reason are not sent (HTTP has no place for
+///    them).
+/// Timeouts: http_timeout bounds each write (a client that stops reading
+/// is dropped), never the stream's life; keeping a quiet stream alive is
+/// the application's business (heartbeat comments), as is deciding when a
+/// stream is idle. Streams count against max_connections (beyond it the
+/// answer becomes 503) and end with the server's stop().
+class stream_handler {
+ public:
+  virtual ~stream_handler() = default;
+  /// The head (and the response body, as the first chunk) is written;
+  /// `sink` carries the rest. Called at most once, before on_closed, on a
+  /// transport I/O thread.
+  virtual void on_open(std::shared_ptr<frame_sink> sink) = 0;
+  /// The stream ended: the client went away, a write stalled or
+  /// overflowed, close() finished, the server stops, or the stream was
+  /// refused before on_open (connection limit, session already gone).
+  /// Called exactly once for every response that carried the handler; the
+  /// sink accepts and drops frames afterwards. Any thread.
+  virtual void on_closed() = 0;
+};
+
 struct http_response {
   unsigned status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  /// Set: answer with a stream (see stream_handler); `body` is its first
+  /// chunk.
+  std::shared_ptr<stream_handler> stream = nullptr;
 };
 
 /// Completes an HTTP request. Thread-safe; call exactly once.

@@ -22,10 +22,13 @@ struct server_options {
   std::size_t max_queue_bytes = 1 << 20; // per session; over it: 4001
   std::size_t max_http_body = 1 << 20;   // larger bodies: 413
   std::size_t max_header_bytes = 8192;   // larger request heads: 431
-  std::size_t max_connections = 10000;   // per node; beyond: 1013 / 503
+  std::size_t max_connections = 10000;   // ws + streams; beyond: 1013 / 503
   std::chrono::seconds idle_timeout{60}; // ws: ping at half, close after
   std::chrono::seconds handshake_timeout{10};
-  std::chrono::seconds http_timeout{30}; // one request, read to written
+  std::chrono::seconds http_timeout{30}; // reading a request; each write
+  /// How long the application may take to answer one request (long-poll
+  /// answers wait up to a minute); then the connection is closed unanswered.
+  std::chrono::seconds answer_timeout{90};
   /// Origins allowed to open WebSockets ("*" allows any). Empty: only the
   /// server's own host (Origin host == Host header). Requests without an
   /// Origin header (non-browser clients) are allowed.

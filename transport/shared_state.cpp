@@ -26,7 +26,7 @@ shared_state::shared_state(server_options opts,
                            std::shared_ptr<application> app)
     : opts_(std::move(opts)), app_(std::move(app)) {}
 
-shared_state::ticket shared_state::enter(std::weak_ptr<ws_session> session,
+shared_state::ticket shared_state::enter(std::weak_ptr<session_base> session,
                                          bool want_slot) {
   std::lock_guard<std::mutex> guard{mtx_};
   ticket t;
@@ -57,8 +57,8 @@ void shared_state::leave(const ticket& t) {
   }
 }
 
-std::vector<std::shared_ptr<ws_session>> shared_state::sessions() const {
-  std::vector<std::shared_ptr<ws_session>> out;
+std::vector<std::shared_ptr<session_base>> shared_state::sessions() const {
+  std::vector<std::shared_ptr<session_base>> out;
   std::lock_guard<std::mutex> guard{mtx_};
   out.reserve(sessions_.size());
   for (const auto& [id, weak] : sessions_)
@@ -67,7 +67,7 @@ std::vector<std::shared_ptr<ws_session>> shared_state::sessions() const {
   return out;
 }
 
-std::vector<std::shared_ptr<ws_session>> shared_state::begin_stop() {
+std::vector<std::shared_ptr<session_base>> shared_state::begin_stop() {
   {
     std::lock_guard<std::mutex> guard{mtx_};
     stopping_ = true;

@@ -16,11 +16,22 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 namespace tidings::transport {
 
-class ws_session;
+/// What the registry needs of a session (ws_session, a streaming
+/// http_session): a way to end it. Both run on the session's executor.
+class session_base {
+ public:
+  virtual ~session_base() = default;
+  /// Any thread: ends the session gracefully (1001 for WebSockets, the
+  /// last chunk for streams). The first call wins.
+  virtual void close(std::uint16_t code, std::string_view reason) = 0;
+  /// Ends the session without I/O. Only while no I/O thread runs.
+  virtual void abandon() = 0;
+};
 
 /// The live form of transport_counters.
 struct counter_set {
@@ -58,17 +69,17 @@ class shared_state {
 
   /// Registers a session. With `want_slot`, also admits it when fewer than
   /// max_connections sessions are admitted (check and take are atomic).
-  ticket enter(std::weak_ptr<ws_session> session, bool want_slot);
+  ticket enter(std::weak_ptr<session_base> session, bool want_slot);
 
   /// Unregisters; call once per ticket.
   void leave(const ticket& t);
 
   /// Every registered session still alive.
-  std::vector<std::shared_ptr<ws_session>> sessions() const;
+  std::vector<std::shared_ptr<session_base>> sessions() const;
 
   /// Marks the server as stopping and returns the sessions registered so
   /// far. A session that enters later sees stopping() == true.
-  std::vector<std::shared_ptr<ws_session>> begin_stop();
+  std::vector<std::shared_ptr<session_base>> begin_stop();
   bool stopping() const;
 
   /// Calls `fn` once the registry is empty: now if it already is, else from
@@ -84,7 +95,7 @@ class shared_state {
   counter_set counters_;
 
   mutable std::mutex mtx_;
-  std::map<std::uint64_t, std::weak_ptr<ws_session>> sessions_;
+  std::map<std::uint64_t, std::weak_ptr<session_base>> sessions_;
   std::uint64_t next_id_ = 1;
   std::size_t admitted_ = 0;
   bool stopping_ = false;

@@ -1,6 +1,8 @@
 #include "transport/ws_session.hpp"
 
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/socket_base.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/field.hpp>
@@ -30,6 +32,58 @@ constexpr int max_sync_batches = 4;
 constexpr std::size_t scratch_size = 64 * 1024;
 // Larger per-session buffers are released once empty.
 constexpr std::size_t keep_capacity = 4096;
+
+} // namespace
+
+// One per io_context: the sessions of that context that have frames waiting
+// and no write loop running. A burst of deliveries from another thread (one
+// event to every subscriber of a room) posts one handler per context, which
+// starts every waiting session's write loop, instead of one post (an
+// allocation, a scheduler lock, perhaps a wake-up) per session.
+class ws_wake_service : public net::execution_context::service {
+ public:
+  static net::execution_context::id id;
+
+  explicit ws_wake_service(net::execution_context& ctx) : service(ctx) {}
+
+  void add(std::shared_ptr<ws_session> s, const net::any_io_executor& ex) {
+    bool post = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_.push_back(std::move(s));
+      post = !posted_;
+      posted_ = true;
+    }
+    if (post)
+      net::post(ex, [this] { drain(); });
+  }
+
+ private:
+  void drain() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      batch_.swap(pending_);
+      posted_ = false;
+    }
+    for (auto& s : batch_)
+      s->flush();
+    batch_.clear();
+  }
+
+  void shutdown() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_.clear();
+  }
+
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<ws_session>> pending_;
+  std::vector<std::shared_ptr<ws_session>> batch_; // the context's thread only
+  bool posted_ = false;
+};
+
+net::execution_context::id ws_wake_service::id;
+
+namespace {
 
 // The application's handle on a session. It holds a weak_ptr so that a
 // session ends with its connection whatever the application keeps; once the
@@ -95,7 +149,8 @@ ws_session::ws_session(tcp::socket&& socket,
                        std::shared_ptr<shared_state> state)
     : socket_(std::move(socket)), ex_(socket_.get_executor()),
       state_(std::move(state)), max_queue_(state_->options().max_queue_bytes),
-      timer_(ex_) {}
+      timer_(ex_), wake_(&net::use_service<ws_wake_service>(
+                       net::query(ex_, net::execution::context))) {}
 
 ws_session::~ws_session() {
   // Normally end() ran on the executor already; this covers sessions dropped
@@ -406,7 +461,7 @@ bool ws_session::deliver(frame f) {
   // One post per idle-to-busy turn; while the write loop runs it takes the
   // inbox itself.
   if (post)
-    net::post(ex_, [self = shared_from_this()] { self->flush(); });
+    wake_->add(shared_from_this(), ex_);
   return true;
 }
 

@@ -51,7 +51,10 @@
 
 namespace tidings::transport {
 
-class ws_session : public std::enable_shared_from_this<ws_session> {
+class ws_wake_service;
+
+class ws_session : public session_base,
+                   public std::enable_shared_from_this<ws_session> {
  public:
   using request_type =
       boost::beast::http::request<boost::beast::http::string_body>;
@@ -73,7 +76,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   bool deliver(frame f);
 
   /// frame_sink::close. Any thread; the first call wins.
-  void close(std::uint16_t code, std::string_view reason);
+  void close(std::uint16_t code, std::string_view reason) override;
 
   /// frame_sink::queued_bytes. Any thread.
   std::size_t queued_bytes() const;
@@ -81,7 +84,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
 
   /// Ends the session without further I/O. Only while no I/O thread runs
   /// (the server's io_context is stopped and run() has returned).
-  void abandon();
+  void abandon() override;
 
  private:
   enum class phase { handshake, open, closing, done };
@@ -103,7 +106,8 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   void on_control(wsproto::opcode op, std::string_view payload);
   void protocol_failure(protocol::close_reason reason);
 
-  void flush();      // posted by deliver(): runs the write loop if idle
+  friend class ws_wake_service;
+  void flush();      // woken by deliver(): runs the write loop if idle
   bool take_inbox(); // moves the inbox to queue_; false when it was empty
   void send_control(wsproto::opcode op, std::string payload);
   struct batch_storage {
@@ -165,6 +169,7 @@ class ws_session : public std::enable_shared_from_this<ws_session> {
   std::unique_ptr<batch_storage> async_batch_; // a write the kernel deferred
   std::string handshake_;          // the 101 answer while it is written
 
+  ws_wake_service* const wake_; // of the session's io_context
   std::mutex inbox_mutex_;
   std::vector<frame> inbox_; // delivered, not yet seen by the executor
   std::vector<frame> taken_; // the executor's side of an inbox swap

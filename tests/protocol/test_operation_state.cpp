@@ -90,3 +90,47 @@ TEST_CASE("current_state frame golden bytes", "[protocol]") {
                            R"({"status":"pending"})", 1704067200123) ==
       R"({"type":"current_state","room_id":"index:op1","offset":4,"epoch":"ep","data":{"status":"pending"},"timestamp":"2024-01-01T00:00:00.123Z"})");
 }
+
+TEST_CASE("step events never end an operation, terminal types do",
+          "[protocol]") {
+  default_reducer r;
+  auto fresh = r.initial({"op1", "operation", "alice", "{}", 0});
+  auto status_after = [&](const std::string& type,
+                          const std::string& data = "{}") {
+    return json::parse(r.apply(fresh, event(type, data)))["status"];
+  };
+  SECTION("S3 per-file and per-stage events keep it running") {
+    for (const char* t :
+         {"file_completed", "scanning_completed", "document_processed",
+          "pipeline.task_completed", "pipeline.task_failed", "file_failed",
+          "validation_complete"}) {
+      INFO(t);
+      CHECK(status_after(t) == "pending");
+    }
+    auto s =
+        r.apply(fresh, event("file_completed",
+                             R"({"processed_files":11,"total_files":42})"));
+    s = r.apply(s, event("file_processing", R"({"status":"Processing"})"));
+    CHECK(json::parse(s)["status"] == "Processing");
+    CHECK(json::parse(s)["terminal"] == false);
+  }
+  SECTION("exact terminal types and operation subjects end it") {
+    CHECK(status_after("completed") == "completed");
+    CHECK(status_after("failed") == "failed");
+    CHECK(status_after("cancelled") == "cancelled");
+    CHECK(status_after("operation_completed") == "completed");
+    CHECK(status_after("operation_failed") == "failed");
+    CHECK(status_after("pipeline.completed") == "completed");
+    CHECK(status_after("pipeline.failed") == "failed");
+    CHECK(status_after("job:completed") == "completed");
+    CHECK(status_after("job:error") == "failed");
+    CHECK(status_after("index_completed") == "completed");
+    CHECK(status_after("error") == "failed");
+  }
+  SECTION("the payload's status wins over the type") {
+    CHECK(status_after("operation_completed", R"({"status":"failed"})") ==
+          "failed");
+    CHECK(status_after("file_completed", R"({"status":"completed"})") ==
+          "completed");
+  }
+}
