@@ -1,5 +1,7 @@
 #include "transport/http_session.hpp"
 
+#include "transport/weak_sink.hpp"
+
 #include "protocol/errors.hpp"
 #include "protocol/publish_request.hpp"
 #include "transport/origin.hpp"
@@ -64,34 +66,6 @@ void append_hex(std::string& out, std::size_t n) {
   } while (n != 0);
   out.append(buf + i, sizeof buf - i);
 }
-
-// The application's handle on a stream: a weak_ptr, so the session ends
-// with its connection whatever the application keeps.
-class http_stream_sink final : public frame_sink {
- public:
-  explicit http_stream_sink(std::weak_ptr<http_session> session)
-      : session_(std::move(session)) {}
-
-  bool deliver(frame f) override {
-    auto s = session_.lock();
-    return s && s->deliver(std::move(f));
-  }
-  void close(std::uint16_t code, std::string_view reason) override {
-    if (auto s = session_.lock())
-      s->close(code, reason);
-  }
-  std::size_t queued_bytes() const override {
-    auto s = session_.lock();
-    return s ? s->queued_bytes() : 0;
-  }
-  std::size_t max_queued_bytes() const override {
-    auto s = session_.lock();
-    return s ? s->max_queued_bytes() : 0;
-  }
-
- private:
-  std::weak_ptr<http_session> session_;
-};
 
 } // namespace
 
@@ -432,7 +406,8 @@ void http_session::on_head_written(beast::error_code ec, std::size_t) {
   stream_.expires_never();
   stream_open_ = true;
   watch_peer();
-  streamer_->on_open(std::make_shared<http_stream_sink>(weak_from_this()));
+  streamer_->on_open(
+      std::make_shared<weak_sink<http_session>>(weak_from_this()));
   stream_flush();
 }
 

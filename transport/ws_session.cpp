@@ -1,5 +1,7 @@
 #include "transport/ws_session.hpp"
 
+#include "transport/weak_sink.hpp"
+
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/query.hpp>
@@ -85,49 +87,15 @@ net::execution_context::id ws_wake_service::id;
 
 namespace {
 
-// The application's handle on a session. It holds a weak_ptr so that a
-// session ends with its connection whatever the application keeps; once the
-// session is gone, deliver() returns false and close() does nothing.
-class ws_sink final : public frame_sink {
- public:
-  explicit ws_sink(std::weak_ptr<ws_session> session)
-      : session_(std::move(session)) {}
-
-  bool deliver(frame f) override {
-    auto s = session_.lock();
-    return s && s->deliver(std::move(f));
-  }
-
-  void close(std::uint16_t code, std::string_view reason) override {
-    if (auto s = session_.lock())
-      s->close(code, reason);
-  }
-
-  std::size_t queued_bytes() const override {
-    auto s = session_.lock();
-    return s ? s->queued_bytes() : 0;
-  }
-
-  std::size_t max_queued_bytes() const override {
-    auto s = session_.lock();
-    return s ? s->max_queued_bytes() : 0;
-  }
-
- private:
-  std::weak_ptr<ws_session> session_;
-};
-
-std::string header_value(const ws_session::request_type& req,
-                         http::field f) {
+std::string header_value(const ws_session::request_type& req, http::field f) {
   auto it = req.find(f);
   return it == req.end() ? std::string() : std::string(it->value());
 }
 
 std::string refusal(unsigned status) {
   const char* text = status == 426 ? "Upgrade Required" : "Bad Request";
-  std::string body = status == 426
-                         ? "unsupported WebSocket version; use 13\n"
-                         : "malformed WebSocket handshake\n";
+  std::string body = status == 426 ? "unsupported WebSocket version; use 13\n"
+                                   : "malformed WebSocket handshake\n";
   std::string r = "HTTP/1.1 " + std::to_string(status) + " " + text +
                   "\r\nServer: tidings\r\nContent-Type: text/plain\r\n";
   if (status == 426)
@@ -167,9 +135,9 @@ void ws_session::run(const request_type& req, http_request info,
   registered_ = true;
   info_ = std::move(info);
 
-  if (auto status =
-          wsproto::check_handshake(header_value(req, http::field::sec_websocket_key),
-                                   header_value(req, http::field::sec_websocket_version))) {
+  if (auto status = wsproto::check_handshake(
+          header_value(req, http::field::sec_websocket_key),
+          header_value(req, http::field::sec_websocket_version))) {
     // Not a WebSocket we can speak: an HTTP refusal, then the end.
     closing_.store(true);
     handshake_ = refusal(*status);
@@ -191,24 +159,24 @@ void ws_session::run(const request_type& req, http_request info,
 
   handshake_ = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
-  handshake_ += wsproto::accept_key(
-      header_value(req, http::field::sec_websocket_key));
+  handshake_ +=
+      wsproto::accept_key(header_value(req, http::field::sec_websocket_key));
   handshake_ += "\r\nServer: tidings\r\n\r\n";
 
   const auto& opts = state_->options();
   if (opts.handshake_timeout.count() > 0) {
     timer_.expires_after(opts.handshake_timeout);
-    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](
-                          beast::error_code ec) {
+    timer_.async_wait([self = shared_from_this(),
+                       gen = ++timer_gen_](beast::error_code ec) {
       if (!ec && gen == self->timer_gen_ && self->phase_ == phase::handshake)
         self->end();
     });
   }
-  net::async_write(socket_, net::buffer(handshake_),
-                   [self = shared_from_this()](beast::error_code ec,
-                                               std::size_t n) {
-                     self->on_handshake_written(ec, n);
-                   });
+  net::async_write(
+      socket_, net::buffer(handshake_),
+      [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+        self->on_handshake_written(ec, n);
+      });
 }
 
 void ws_session::on_handshake_written(beast::error_code ec, std::size_t) {
@@ -239,8 +207,8 @@ void ws_session::on_handshake_written(beast::error_code ec, std::size_t) {
 
 void ws_session::open_session() {
   counter_set::add(state_->counters().connections_total);
-  handler_ =
-      state_->app().open(info_, std::make_shared<ws_sink>(weak_from_this()));
+  handler_ = state_->app().open(
+      info_, std::make_shared<weak_sink<ws_session>>(weak_from_this()));
   info_ = http_request{}; // the token and body are not kept
   if (phase_ == phase::done)
     return;
@@ -578,9 +546,9 @@ std::size_t ws_session::build_batch(batch_storage& out,
   auto add = [&](opcode op, const std::string& payload) {
     auto& h = out.headers[k++];
     const auto hn = wsproto::encode_header(h.data(), op, payload.size());
-    for (net::const_buffer b : {net::const_buffer(h.data(), hn),
-                                net::const_buffer(payload.data(),
-                                                  payload.size())}) {
+    for (net::const_buffer b :
+         {net::const_buffer(h.data(), hn),
+          net::const_buffer(payload.data(), payload.size())}) {
       if (skip >= b.size()) {
         skip -= b.size();
         continue;
@@ -619,11 +587,11 @@ void ws_session::write_batch() {
   }
   async_batch_ = std::make_unique<batch_storage>();
   build_batch(*async_batch_, ec ? 0 : n);
-  net::async_write(socket_, async_batch_->buffers,
-                   [self = shared_from_this()](beast::error_code ec2,
-                                               std::size_t n2) {
-                     self->on_write(ec2, n2);
-                   });
+  net::async_write(
+      socket_, async_batch_->buffers,
+      [self = shared_from_this()](beast::error_code ec2, std::size_t n2) {
+        self->on_write(ec2, n2);
+      });
 }
 
 void ws_session::on_write(beast::error_code ec, std::size_t) {
@@ -645,7 +613,8 @@ void ws_session::written() {
     if (control_[i].op == opcode::close)
       close_written_ = true;
   control_.erase(control_.begin(),
-                 control_.begin() + static_cast<std::ptrdiff_t>(batch_control_));
+                 control_.begin() +
+                     static_cast<std::ptrdiff_t>(batch_control_));
   for (std::size_t i = 0; i < batch_frames_; ++i)
     queue_[queue_head_++].reset();
   if (queue_head_ == queue_.size()) {
@@ -665,14 +634,13 @@ void ws_session::arm_keepalive() {
   const auto idle = state_->options().idle_timeout;
   if (idle.count() <= 0 || phase_ != phase::open || close_code_)
     return;
-  timer_.expires_after(std::chrono::duration_cast<net::steady_timer::duration>(
-                           idle) /
-                       2);
-  timer_.async_wait([self = shared_from_this(),
-                     gen = ++timer_gen_](beast::error_code ec) {
-    if (!ec && gen == self->timer_gen_)
-      self->on_keepalive();
-  });
+  timer_.expires_after(
+      std::chrono::duration_cast<net::steady_timer::duration>(idle) / 2);
+  timer_.async_wait(
+      [self = shared_from_this(), gen = ++timer_gen_](beast::error_code ec) {
+        if (!ec && gen == self->timer_gen_)
+          self->on_keepalive();
+      });
 }
 
 void ws_session::on_keepalive() {
@@ -712,11 +680,11 @@ void ws_session::begin_close(std::uint16_t code, std::string reason,
   // Bounds both the wait behind a write the peer does not read and the
   // wait for the peer's answer to our close frame.
   timer_.expires_after(state_->options().handshake_timeout);
-  timer_.async_wait([self = shared_from_this(),
-                     gen = ++timer_gen_](beast::error_code ec) {
-    if (!ec && gen == self->timer_gen_)
-      self->end();
-  });
+  timer_.async_wait(
+      [self = shared_from_this(), gen = ++timer_gen_](beast::error_code ec) {
+        if (!ec && gen == self->timer_gen_)
+          self->end();
+      });
   if (phase_ == phase::open && !writing_)
     pump();
 }
