@@ -22,6 +22,10 @@ void add_token_options(options& o) {
         "Comma-separated rooms or kind:* patterns the token grants.", false,
         false);
   o.add("admin", "false", "Mint an admin token (role: admin).", true, false);
+  o.add("plan", "",
+        "Plan claim for per-plan limits (e.g. free, pro, enterprise; see "
+        "serve --plan-limits); empty: none.",
+        false, false);
   o.add("ttl", "86400", "Token lifetime in seconds.", false, false);
 }
 
@@ -36,6 +40,7 @@ result<std::string> client_token(const options& o) {
   req.sub = o.str("sub");
   req.rooms = o.list("rooms");
   req.admin = o.flag("admin");
+  req.plan = o.str("plan");
   req.iat = actors::unix_now();
   req.ttl_seconds = o.integer("ttl");
   return protocol::sign_hs256(req, secret);

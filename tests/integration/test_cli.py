@@ -363,6 +363,11 @@ async def test_token_cli(srv, binary):
                 "--admin", timeout=10)
     check_eq(jwt_payload(r.stdout.strip()).get("role"), "admin",
              "`tidings token --admin`")
+    check(p.get("plan") is None, "no plan claim unless asked: %r" % p)
+    r = run_cli(binary, "token", "--jwt-secret", srv.secret, "--sub", "bob",
+                "--plan", "pro", timeout=10)
+    check_eq(jwt_payload(r.stdout.strip()).get("plan"), "pro",
+             "`tidings token --plan pro`")
     r = run_cli(binary, "token", timeout=10)
     check(r.returncode != 0, "`tidings token` without a secret must fail")
 
