@@ -1,5 +1,6 @@
 #include "actors/cluster_api.hpp"
 
+#include "actors/http_replies.hpp"
 #include "actors/room_directory.hpp"
 #include "cluster/membership_messages.hpp"
 #include "cluster/placement.hpp"
@@ -25,13 +26,6 @@ using protocol::error_code;
 using transport::http_response;
 
 constexpr auto ask_timeout = std::chrono::seconds(2);
-
-http_response error_reply(error_code code, std::string_view detail = {}) {
-  http_response r;
-  r.status = protocol::describe(code).http_status;
-  r.body = protocol::encode_http_error(code, detail);
-  return r;
-}
 
 struct room_placement {
   std::string room;
@@ -67,16 +61,6 @@ std::string json_str(std::string_view s) {
   return out;
 }
 
-std::string json_array(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i)
-      out += ',';
-    protocol::append_json_string(out, items[i]);
-  }
-  return out + "]";
-}
-
 /// What the reply reports when the cluster is off: this node alone.
 cluster::membership_view single_node_view(const std::string& node_id) {
   cluster::membership_view v;
@@ -99,7 +83,7 @@ std::string render(bool enabled, const std::string& node_id,
   out += enabled ? "true" : "false";
   out += ",\"node_id\":" + json_str(node_id);
   out += ",\"view_version\":" + std::to_string(mv.version);
-  out += ",\"live\":" + json_array(mv.live);
+  out += ",\"live\":" + json_string_array(mv.live);
   out += ",\"rooms_local\":" + std::to_string(local_rooms.size());
   out += ",\"members\":[";
   for (std::size_t i = 0; i < mv.members.size(); ++i) {

@@ -2,6 +2,7 @@
 
 #include "actors/cluster_api.hpp"
 #include "actors/history_writer.hpp"
+#include "actors/http_replies.hpp"
 #include "actors/messages.hpp"
 #include "protocol/acl.hpp"
 #include "protocol/dialect_s0.hpp"
@@ -20,56 +21,6 @@ namespace {
 
 using protocol::error_code;
 using transport::http_response;
-
-http_response json_reply(unsigned status, std::string body) {
-  http_response r;
-  r.status = status;
-  r.body = std::move(body);
-  return r;
-}
-
-http_response error_reply(error_code code, std::string_view detail = {}) {
-  auto status = protocol::describe(code).http_status;
-  auto r = json_reply(status, protocol::encode_http_error(code, detail));
-  if (status == 401)
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-  return r;
-}
-
-// Compares without an early exit, so the time taken does not reveal how
-// much of a guessed key was right (the length may show; keys are long).
-bool same_secret(std::string_view a, std::string_view b) {
-  if (a.size() != b.size())
-    return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-std::string json_string_array(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i)
-      out += ',';
-    protocol::append_json_string(out, items[i]);
-  }
-  out += ']';
-  return out;
-}
-
-/// The handler a session talks to: forwards to the connection actor.
-class actor_handler : public transport::connection_handler {
- public:
-  explicit actor_handler(caf::actor conn) : conn_(std::move(conn)) {}
-  void on_message(std::string msg) override {
-    caf::anon_send(conn_, text_atom::value, std::move(msg));
-  }
-  void on_closed() override { caf::anon_send(conn_, closed_atom::value); }
-
- private:
-  caf::actor conn_;
-};
 
 /// For sessions refused before an actor existed (bad token in the query).
 class closed_handler : public transport::connection_handler {

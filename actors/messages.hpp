@@ -15,6 +15,7 @@
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/sec.hpp>
+#include <caf/send.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -93,6 +94,20 @@ inline protocol::error_code error_code_of(const caf::error& err) {
       best = e;
   return best ? best->code : protocol::error_code::unavailable;
 }
+
+/// A session's handler that forwards each message to its connection actor
+/// as (text_atom, message) and the session's end as (closed_atom).
+class actor_handler final : public transport::connection_handler {
+ public:
+  explicit actor_handler(caf::actor conn) : conn_(std::move(conn)) {}
+  void on_message(std::string msg) override {
+    caf::anon_send(conn_, text_atom::value, std::move(msg));
+  }
+  void on_closed() override { caf::anon_send(conn_, closed_atom::value); }
+
+ private:
+  caf::actor conn_;
+};
 
 } // namespace tidings::actors
 

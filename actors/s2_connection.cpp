@@ -1,6 +1,7 @@
 #include "actors/s2_connection.hpp"
 
 #include "actors/clock.hpp"
+#include "actors/http_replies.hpp"
 #include "actors/messages.hpp"
 #include "protocol/acl.hpp"
 #include "protocol/dialect_s2.hpp"
@@ -27,16 +28,6 @@ using protocol::s2_stream;
 using clock = std::chrono::steady_clock;
 
 constexpr std::size_t stream_count = 6;
-
-// Compares without an early exit (timing does not reveal a guessed prefix).
-bool same_secret(std::string_view a, std::string_view b) {
-  if (a.size() != b.size())
-    return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 /// What a `stream:` room delivers to one S2 connection: the publication's
 /// S2 payload, which it filters and wraps per subscription. Called by the

@@ -16,18 +16,6 @@ namespace {
 // a room keys its subscribers by conn_id.
 constexpr std::uint64_t conn_id_base = std::uint64_t{3} << 62;
 
-class s2_handler : public transport::connection_handler {
- public:
-  explicit s2_handler(caf::actor conn) : conn_(std::move(conn)) {}
-  void on_message(std::string msg) override {
-    caf::anon_send(conn_, text_atom::value, std::move(msg));
-  }
-  void on_closed() override { caf::anon_send(conn_, closed_atom::value); }
-
- private:
-  caf::actor conn_;
-};
-
 } // namespace
 
 struct s2_gateway::impl {
@@ -80,7 +68,7 @@ s2_gateway::open(const transport::http_request&,
   args.cfg = im.cfg.rules;
   auto conn =
       spawn_s2_connection(im.sys, std::move(args), im.directory, im.node);
-  return std::make_shared<s2_handler>(std::move(conn));
+  return std::make_shared<actor_handler>(std::move(conn));
 }
 
 } // namespace tidings::actors

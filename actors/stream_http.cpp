@@ -2,6 +2,7 @@
 
 #include "actors/clock.hpp"
 #include "actors/history_writer.hpp"
+#include "actors/http_replies.hpp"
 #include "actors/messages.hpp"
 #include "protocol/acl.hpp"
 #include "protocol/cursor.hpp"
@@ -35,15 +36,6 @@ using lp_timeout_atom = caf::atom_constant<caf::atom("lp_timeout")>;
 constexpr std::uint64_t conn_id_base = std::uint64_t{1} << 62;
 
 constexpr auto actor_timeout = std::chrono::seconds(10);
-
-http_response error_reply(error_code code, std::string_view detail = {}) {
-  http_response r;
-  r.status = protocol::describe(code).http_status;
-  r.body = protocol::encode_http_error(code, detail);
-  if (r.status == 401)
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-  return r;
-}
 
 // `?token=` first (EventSource cannot set headers), else the Bearer header.
 std::optional<protocol::claims> caller(const connection_config& conn,

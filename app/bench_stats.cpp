@@ -36,7 +36,8 @@ std::uint64_t bucket_value(std::size_t i) {
   return low + ((std::uint64_t{1} << shift) >> 1);
 }
 
-// Position just after `"key"` and the colon, or npos.
+// Position just after `"key"` and the colon, or npos (also when nothing
+// follows the colon).
 std::size_t value_pos(std::string_view s, std::string_view quoted_key,
                       std::size_t from = 0) {
   auto k = s.find(quoted_key, from);
@@ -50,12 +51,13 @@ std::size_t value_pos(std::string_view s, std::string_view quoted_key,
   ++i;
   while (i < s.size() && (s[i] == ' ' || s[i] == '\t'))
     ++i;
-  return i;
+  return i < s.size() ? i : std::string_view::npos;
 }
 
-std::optional<std::uint64_t> number_at(std::string_view s,
-                                       std::string_view quoted_key,
-                                       std::size_t from = 0) {
+} // namespace
+
+std::optional<std::uint64_t>
+number_at(std::string_view s, std::string_view quoted_key, std::size_t from) {
   auto i = value_pos(s, quoted_key, from);
   if (i == std::string_view::npos)
     return std::nullopt;
@@ -77,8 +79,6 @@ string_at(std::string_view s, std::string_view quoted_key, std::size_t from) {
     return std::nullopt;
   return s.substr(i + 1, end - i - 1);
 }
-
-} // namespace
 
 histogram::histogram() : buckets_(bucket_count, 0) {}
 

@@ -47,6 +47,18 @@ struct bench_payload {
   std::optional<std::uint64_t> offset;
 };
 
+/// The unsigned number after `"key":` (quoted_key includes the quotes),
+/// searching from `from`; nullopt when absent or not a number.
+std::optional<std::uint64_t> number_at(std::string_view s,
+                                       std::string_view quoted_key,
+                                       std::size_t from = 0);
+
+/// The string after `"key":`, up to the next quote (no unescaping: for the
+/// bench's own plain tokens); nullopt when absent or not a string.
+std::optional<std::string_view> string_at(std::string_view s,
+                                          std::string_view quoted_key,
+                                          std::size_t from = 0);
+
 /// Finds the bench payload in a text frame by key scanning rather than a
 /// JSON parse: a full parse per delivery would cost the generator more CPU
 /// than the server spends sending it. Works for any dialect that carries

@@ -1,48 +1,18 @@
 #include "app/bench_storm.hpp"
 
+#include "app/bench_stats.hpp"
+
 #include <algorithm>
-#include <charconv>
 
 namespace tidings::app::bench {
 
-namespace {
-
-std::size_t value_pos(std::string_view s, std::string_view quoted_key) {
-  auto k = s.find(quoted_key);
-  if (k == std::string_view::npos)
-    return k;
-  auto i = k + quoted_key.size();
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t'))
-    ++i;
-  if (i >= s.size() || s[i] != ':')
-    return std::string_view::npos;
-  ++i;
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t'))
-    ++i;
-  return i < s.size() ? i : std::string_view::npos;
-}
-
-} // namespace
-
 std::optional<native_cursor> scan_cursor(std::string_view frame) {
-  auto o = value_pos(frame, "\"offset\"");
-  auto e = value_pos(frame, "\"epoch\"");
-  if (o == std::string_view::npos || e == std::string_view::npos ||
-      frame[e] != '"')
-    return std::nullopt;
-  native_cursor c;
-  auto [end, ec] =
-      std::from_chars(frame.data() + o, frame.data() + frame.size(), c.offset);
-  if (ec != std::errc{} || end == frame.data() + o)
-    return std::nullopt;
-  auto close = frame.find('"', e + 1);
-  if (close == std::string_view::npos)
-    return std::nullopt;
-  c.epoch = frame.substr(e + 1, close - e - 1);
+  auto offset = number_at(frame, "\"offset\"");
+  auto epoch = string_at(frame, "\"epoch\"");
   // Epochs are plain tokens; an escape would need unescaping to resend.
-  if (c.epoch.find('\\') != std::string_view::npos)
+  if (!offset || !epoch || epoch->find('\\') != std::string_view::npos)
     return std::nullopt;
-  return c;
+  return native_cursor{*epoch, *offset};
 }
 
 catchup_tracker::catchup_tracker(std::size_t subscribers, std::size_t rooms,

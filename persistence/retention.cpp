@@ -1,18 +1,10 @@
 #include "persistence/retention.hpp"
 
-#include <cctype>
+#include "protocol/text.hpp"
 
 namespace tidings::persistence {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
-}
 
 bool parse_uint(std::string_view s, std::uint64_t& out) {
   if (s.empty() || s.size() > 18)
@@ -65,14 +57,14 @@ result<retention_policy> parse_policy(std::string_view text) {
   retention_policy p;
   while (!text.empty()) {
     auto comma = text.find(',');
-    auto item = trim(text.substr(0, comma));
+    auto item = protocol::trim_space(text.substr(0, comma));
     text = comma == std::string_view::npos ? std::string_view{}
                                            : text.substr(comma + 1);
     auto eq = item.find('=');
     if (eq == std::string_view::npos)
       return bad("expected key=value, got '" + std::string{item} + "'");
-    auto key = trim(item.substr(0, eq));
-    auto val = trim(item.substr(eq + 1));
+    auto key = protocol::trim_space(item.substr(0, eq));
+    auto val = protocol::trim_space(item.substr(eq + 1));
     if (key == "events") {
       if (!parse_uint(val, p.max_events))
         return bad("events must be a whole number");
@@ -103,14 +95,14 @@ result<retention_rules> parse_retention(std::string_view text) {
   bool first = true;
   while (!text.empty() || first) {
     auto semi = text.find(';');
-    auto part = trim(text.substr(0, semi));
+    auto part = protocol::trim_space(text.substr(0, semi));
     text = semi == std::string_view::npos ? std::string_view{}
                                           : text.substr(semi + 1);
     auto colon = part.find(':');
     auto eq = part.find('=');
     if (colon != std::string_view::npos &&
         (eq == std::string_view::npos || colon < eq)) {
-      auto kind = std::string{trim(part.substr(0, colon))};
+      auto kind = std::string{protocol::trim_space(part.substr(0, colon))};
       if (kind.empty())
         return bad("empty room kind");
       auto p = parse_policy(part.substr(colon + 1));

@@ -1,5 +1,7 @@
 #include "protocol/cursor.hpp"
 
+#include "protocol/text.hpp"
+
 #include <algorithm>
 
 namespace tidings::protocol {
@@ -71,14 +73,6 @@ std::optional<std::string> unescape_room(std::string_view s) {
     i += 2;
   }
   return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
 }
 
 } // namespace
@@ -183,7 +177,7 @@ std::optional<cursor_set> parse_cursor_set(std::string_view text) {
 std::variant<resume_points, error_code>
 parse_last_event_id(std::string_view header,
                     const std::vector<room_id>& rooms) {
-  header = trim(header);
+  header = trim_ows(header);
   resume_points points(rooms.size());
   if (header.empty())
     return points;

@@ -5,6 +5,16 @@
 
 namespace tidings::protocol {
 
+std::optional<std::string> auth_token_of(const nlohmann::json& msg) {
+  auto tok = msg.find("token");
+  if (tok == msg.end() || !tok->is_string())
+    return std::nullopt;
+  const auto& t = tok->get_ref<const std::string&>();
+  if (t.empty() || t.size() > max_token_size)
+    return std::nullopt;
+  return t;
+}
+
 std::size_t json_depth(std::string_view text, std::size_t limit) {
   std::size_t depth = 0;
   std::size_t deepest = 0;

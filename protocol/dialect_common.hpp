@@ -26,6 +26,10 @@ constexpr std::size_t max_dialect_json_depth = 32;
 
 enum class json_failure : std::uint8_t { too_large, too_deep, invalid };
 
+/// The `token` of an `{"type":"auth","token":…}` message: a non-empty
+/// string of at most max_token_size bytes; nullopt otherwise.
+std::optional<std::string> auth_token_of(const nlohmann::json& msg);
+
 /// The nesting depth of `text` (brackets inside strings are skipped),
 /// counting stops at `limit + 1`. Does not validate.
 std::size_t json_depth(std::string_view text, std::size_t limit);

@@ -1,6 +1,7 @@
 #include "protocol/dialect_s0.hpp"
 
 #include "protocol/dialect_common.hpp"
+#include "protocol/text.hpp"
 #include "protocol/timefmt.hpp"
 
 #include <cctype>
@@ -66,14 +67,6 @@ void append_channel_fields(std::string& out, const room_id& room) {
     out += ':';
     append_json_string(out, room.id());
   }
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
 }
 
 std::optional<std::uint32_t> parse_limit(std::string_view s) {
@@ -160,12 +153,10 @@ s0_decoded decode_s0(std::string_view text) {
   if (type == "pong")
     return command{cmd_pong{}};
   if (type == "auth") {
-    auto tok = msg.find("token");
-    if (tok == msg.end() || !tok->is_string() ||
-        tok->get_ref<const std::string&>().empty() ||
-        tok->get_ref<const std::string&>().size() > max_token_size)
+    auto tok = auth_token_of(msg);
+    if (!tok)
       return fail(error_code::missing_field);
-    return command{cmd_auth{tok->get<std::string>()}};
+    return command{cmd_auth{std::move(*tok)}};
   }
   return fail(error_code::unknown_type);
 }
@@ -318,17 +309,17 @@ result<plan_limits> parse_plan_limits(std::string_view config) {
                                     "messages_per_second,…)"};
   };
   plan_limits out;
-  if (trim(config).empty())
+  if (trim_space(config).empty())
     return bad("empty");
   while (true) {
     auto comma = config.find(',');
-    auto item = trim(config.substr(0, comma));
+    auto item = trim_space(config.substr(0, comma));
     auto eq = item.find('=');
     auto slash = item.find('/');
     if (eq == std::string_view::npos || slash == std::string_view::npos ||
         slash < eq)
       return bad("each entry needs name=N/M");
-    auto name = trim(item.substr(0, eq));
+    auto name = trim_space(item.substr(0, eq));
     if (name.empty() || name.size() > 32)
       return bad("a plan name must have 1 to 32 characters");
     std::string lower;
@@ -339,8 +330,8 @@ result<plan_limits> parse_plan_limits(std::string_view config) {
         return bad("a plan name may hold only a-z, 0-9, _ and -");
       lower += l;
     }
-    auto conns = parse_limit(trim(item.substr(eq + 1, slash - eq - 1)));
-    auto rate = parse_limit(trim(item.substr(slash + 1)));
+    auto conns = parse_limit(trim_space(item.substr(eq + 1, slash - eq - 1)));
+    auto rate = parse_limit(trim_space(item.substr(slash + 1)));
     if (!conns || !rate)
       return bad("limits must be whole numbers from 1 to 1000000");
     for (const auto& e : out.entries_)

@@ -3,6 +3,7 @@
 #include "protocol/cursor.hpp"
 #include "protocol/dialect_common.hpp"
 #include "protocol/native.hpp"
+#include "protocol/text.hpp"
 #include "protocol/timefmt.hpp"
 
 #include <cctype>
@@ -92,17 +93,9 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
-}
-
 std::optional<std::uint64_t> env_int(std::string_view v, std::uint64_t lo,
                                      std::uint64_t hi) {
-  v = trim(v);
+  v = trim_space(v);
   if (!v.empty() && v.front() == '+')
     v.remove_prefix(1);
   if (v.empty() || v.size() > 12)
@@ -119,7 +112,7 @@ std::optional<std::uint64_t> env_int(std::string_view v, std::uint64_t lo,
 }
 
 std::optional<bool> env_bool(std::string_view v) {
-  auto l = lower(trim(v));
+  auto l = lower(trim_space(v));
   for (auto t : {"true", "1", "yes", "on", "t", "y"})
     if (l == t)
       return true;
@@ -141,7 +134,7 @@ bool plain_origin(std::string_view o) {
 }
 
 std::optional<std::string> env_origins(std::string_view v) {
-  v = trim(v);
+  v = trim_space(v);
   std::vector<std::string> items;
   if (!v.empty() && v.front() == '[') {
     auto parsed = parse_bounded_json(v, 16 * 1024, 2);
@@ -156,7 +149,7 @@ std::optional<std::string> env_origins(std::string_view v) {
   } else {
     while (!v.empty()) {
       auto comma = v.find(',');
-      auto item = trim(v.substr(0, comma));
+      auto item = trim_space(v.substr(0, comma));
       if (!item.empty())
         items.emplace_back(item);
       if (comma == std::string_view::npos)
@@ -178,7 +171,7 @@ std::optional<std::string> env_origins(std::string_view v) {
 }
 
 std::optional<std::string> env_host(std::string_view v) {
-  v = trim(v);
+  v = trim_space(v);
   if (v.empty() || v.size() > 255)
     return std::nullopt;
   for (char c : v) {

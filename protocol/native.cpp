@@ -1,5 +1,6 @@
 #include "protocol/native.hpp"
 
+#include "protocol/dialect_common.hpp"
 #include "protocol/timefmt.hpp"
 
 #include <nlohmann/json.hpp>
@@ -149,12 +150,10 @@ decoded decode_native(std::string_view text) {
                                    : args->dump()}};
   }
   if (type == "auth") {
-    auto tok = msg.find("token");
-    if (tok == msg.end() || !tok->is_string() ||
-        tok->get_ref<const std::string&>().empty() ||
-        tok->get_ref<const std::string&>().size() > max_token_size)
+    auto tok = auth_token_of(msg);
+    if (!tok)
       return fail(error_code::missing_field);
-    return command{cmd_auth{tok->get<std::string>()}};
+    return command{cmd_auth{std::move(*tok)}};
   }
   return fail(error_code::unknown_type);
 }

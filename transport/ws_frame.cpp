@@ -1,5 +1,7 @@
 #include "transport/ws_frame.hpp"
 
+#include "protocol/text.hpp"
+
 #include <openssl/evp.h>
 
 #include <cstring>
@@ -172,9 +174,9 @@ std::optional<close_frame> parse_close(std::string_view payload) {
     return f;
   if (payload.size() == 1)
     return std::nullopt;
-  const auto code = static_cast<std::uint16_t>(
-      (static_cast<unsigned char>(payload[0]) << 8) |
-      static_cast<unsigned char>(payload[1]));
+  const auto code =
+      static_cast<std::uint16_t>((static_cast<unsigned char>(payload[0]) << 8) |
+                                 static_cast<unsigned char>(payload[1]));
   // Codes a peer may send (RFC 6455 7.4): 1000-1003, 1007-1011 and the
   // registered 1012-1014, 3000-4999.
   const bool ok = (code >= 1000 && code <= 1003) ||
@@ -219,22 +221,14 @@ int b64_value(char c) {
   return -1;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
 } // namespace
 
 std::optional<unsigned> check_handshake(std::string_view key,
                                         std::string_view version) {
-  if (trim(version) != "13")
+  if (protocol::trim_ows(version) != "13")
     return 426u;
   // A base64 encoding of 16 bytes: 22 significant characters and "==".
-  key = trim(key);
+  key = protocol::trim_ows(key);
   if (key.size() != 24 || key[22] != '=' || key[23] != '=')
     return 400u;
   for (std::size_t i = 0; i < 22; ++i)
