@@ -11,6 +11,7 @@ a timeout, and a failed wait raises AssertionError naming what was awaited.
 import asyncio
 import atexit
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import http.client as http_client
@@ -900,3 +901,45 @@ def check_recent(ts, what, slack=120.0):
     t = parse_iso(ts)
     check(abs(t - time.time()) < slack,
           "%s timestamp %r is not close to now" % (what, ts))
+
+
+class Restartable:
+    """A server on a fixed port with SQLite history, restarted from one
+    thread (the harness ties a server's life to its starting thread)."""
+
+    def __init__(self, binary, runner):
+        self.binary = binary
+        self.runner = runner
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)
+        self.srv = None
+        self.port = None
+        self.data_dir = None
+
+    def start(self):
+        return self.pool.submit(self._start).result()
+
+    def _start(self):
+        extra = [] if self.port is None else ["--port", str(self.port)]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.srv = Server(self.binary, memory=False,
+                                  data_dir=self.data_dir, extra=extra)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.data_dir = self.srv.data_dir
+        self.runner.servers = [self.srv]
+        self.port = self.srv.port
+        return self.srv
+
+    def kill(self):
+        self.pool.submit(self.srv.kill).result()
+
+    def cleanup(self):
+        if self.srv:
+            self.pool.submit(self.srv.cleanup).result()
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

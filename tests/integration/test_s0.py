@@ -11,7 +11,6 @@ usage: /usr/bin/python3 test_s0.py <path to tidings>
 """
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import sys
@@ -20,7 +19,7 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import websockets  # noqa: E402
-from harness import (Runner, Server, WsClient, check, check_eq,  # noqa: E402
+from harness import (Restartable, Runner, Server, WsClient, check, check_eq,  # noqa: E402
                      check_recent, mint_token, publish, tidings_bin)
 
 PIPELINE_ID = "850e8400-e29b-41d4-a716-446655440003"
@@ -280,42 +279,6 @@ class WebSocketClient:
             await self.ws.close()
         if self.task:
             self.task.cancel()
-
-
-class Restartable:
-    """A server on a fixed port with SQLite history, restarted from one
-    thread (the harness ties a server's life to its starting thread)."""
-
-    def __init__(self, binary, runner):
-        self.binary = binary
-        self.runner = runner
-        self.pool = concurrent.futures.ThreadPoolExecutor(1)
-        self.srv = None
-        self.port = None
-        self.data_dir = None
-
-    def start(self):
-        return self.pool.submit(self._start).result()
-
-    def _start(self):
-        extra = [] if self.port is None else ["--port", str(self.port)]
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.srv = Server(self.binary, memory=False,
-                                  data_dir=self.data_dir, extra=extra)
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        self.data_dir = self.srv.data_dir
-        self.runner.servers = [self.srv]
-        self.port = self.srv.port
-        return self.srv
-
-    def kill(self):
-        self.pool.submit(self.srv.kill).result()
 
 
 async def test_reconnect_resubscribes(restartable):

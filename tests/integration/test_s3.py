@@ -12,7 +12,6 @@ usage: /usr/bin/python3 test_s3.py <path to tidings>
 """
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from datetime import datetime
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import websockets  # noqa: E402
-from harness import (Runner, Server, WsClient, check, check_eq,  # noqa: E402
+from harness import (Restartable, Runner, Server, WsClient, check, check_eq,  # noqa: E402
                      http, mint_token, tidings_bin)
 
 
@@ -178,48 +177,6 @@ class OperationProgressClient:
         if self.ws is not None and self.ws.open:
             asyncio.ensure_future(self.ws.close(1000, "Client disconnect"))
             self.done.set()
-
-
-class Restartable:
-    """A server on a fixed port with SQLite history, restarted from one
-    thread (the harness ties a server's life to its starting thread)."""
-
-    def __init__(self, binary, runner):
-        self.binary = binary
-        self.runner = runner
-        self.pool = concurrent.futures.ThreadPoolExecutor(1)
-        self.srv = None
-        self.port = None
-        self.data_dir = None
-
-    def start(self):
-        return self.pool.submit(self._start).result()
-
-    def _start(self):
-        extra = [] if self.port is None else ["--port", str(self.port)]
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.srv = Server(self.binary, memory=False,
-                                  data_dir=self.data_dir, extra=extra)
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        self.data_dir = self.srv.data_dir
-        self.runner.servers = [self.srv]
-        self.port = self.srv.port
-        return self.srv
-
-    def kill(self):
-        self.pool.submit(self.srv.kill).result()
-
-    def cleanup(self):
-        if self.srv:
-            self.pool.submit(self.srv.cleanup).result()
-        if self.data_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 async def wait_for(pred, what, timeout):
