@@ -1,5 +1,6 @@
 #include "actors/cluster_node.hpp"
 
+#include "actors/messages.hpp"
 #include "cluster/membership_messages.hpp"
 #include "cluster/placement.hpp"
 
@@ -45,6 +46,7 @@ namespace {
 struct cluster_node_state {
   std::shared_ptr<placement_table> table;
   caf::actor membership;
+  caf::actor directory;
   static inline const char* name = "cluster_node";
 };
 
@@ -63,8 +65,10 @@ next_view(const placement_view& prev, const cluster::membership_view& mv) {
 }
 
 caf::behavior cluster_node(cluster_node_actor* self,
-                           std::shared_ptr<placement_table> table) {
+                           std::shared_ptr<placement_table> table,
+                           caf::actor directory) {
   self->state.table = std::move(table);
+  self->state.directory = std::move(directory);
   return {
       [=](cn_attach_atom, caf::actor& membership) -> caf::result<bool> {
         auto& st = self->state;
@@ -81,7 +85,13 @@ caf::behavior cluster_node(cluster_node_actor* self,
       },
       [=](cluster::cl_view_atom, const cluster::membership_view& mv) {
         auto& t = *self->state.table;
-        t.replace(next_view(*t.current(), mv));
+        auto prev = t.current();
+        auto next = next_view(*prev, mv);
+        bool changed =
+            next->live != prev->live || next->endpoints != prev->endpoints;
+        t.replace(std::move(next));
+        if (changed && self->state.directory)
+          self->send(self->state.directory, view_atom::value);
       },
       [=](cn_owner_atom, const std::string& room) {
         return self->state.table->current()->owner(room);
@@ -98,8 +108,9 @@ caf::behavior cluster_node(cluster_node_actor* self,
 } // namespace
 
 caf::actor spawn_cluster_node(caf::actor_system& sys,
-                              std::shared_ptr<placement_table> table) {
-  return sys.spawn(cluster_node, std::move(table));
+                              std::shared_ptr<placement_table> table,
+                              caf::actor directory) {
+  return sys.spawn(cluster_node, std::move(table), std::move(directory));
 }
 
 } // namespace tidings::actors

@@ -19,8 +19,9 @@
 //                                 fewer than two members are live)
 //   (cn_rank_atom, string room)    -> vector<string>: live members, best
 //                                 first ([0] owner, [1] replica)
-// It is announced to the other members as this node's endpoint, so later
-// routing can reach a node's placement component through the view.
+// After each new view it tells the room directory `(view_atom)`, which
+// passes it to every room (roles change: owner, mirror, replica). The
+// directory, not this actor, is the endpoint the node announces.
 //
 // With the cluster off there is no actor; the table holds this node alone,
 // so every room is owned here.
@@ -78,7 +79,9 @@ class placement_table {
   std::shared_ptr<const placement_view> view_;
 };
 
+/// `directory` (may be null) hears `(view_atom)` after each new view.
 caf::actor spawn_cluster_node(caf::actor_system& sys,
-                              std::shared_ptr<placement_table> table);
+                              std::shared_ptr<placement_table> table,
+                              caf::actor directory = {});
 
 } // namespace tidings::actors

@@ -20,11 +20,17 @@ struct pending_append {
   std::optional<persistence::snapshot_update> snap;
 };
 
+struct pending_replica {
+  persistence::replica_batch batch;
+  caf::response_promise rp;
+};
+
 struct writer_state {
   std::shared_ptr<persistence::history_store> store;
   node_state* node = nullptr;
   history_writer_config cfg;
   std::vector<pending_append> pending;
+  std::vector<pending_replica> replicas;
   bool flush_scheduled = false;
   std::set<std::string> written; // rooms appended to since the last trim
   std::chrono::steady_clock::time_point last_trim{};
@@ -35,9 +41,43 @@ using writer_actor = caf::stateful_actor<writer_state>;
 
 void apply_retention(writer_actor* self);
 
-void commit_pending(writer_actor* self) {
+void commit_replicas(writer_actor* self) {
   auto& st = self->state;
-  st.flush_scheduled = false;
+  if (st.replicas.empty())
+    return;
+  std::vector<persistence::replica_batch> batches;
+  batches.reserve(st.replicas.size());
+  for (auto& r : st.replicas)
+    batches.push_back(std::move(r.batch));
+  auto res = st.store->replicate(batches);
+  if (res) {
+    st.node->counters.history_commits.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      auto& out = (*res)[i];
+      st.replicas[i].rp.deliver(out.ok, out.last);
+      st.node->counters.replicated_rows.fetch_add(
+          out.ok ? batches[i].events.size() : 0, std::memory_order_relaxed);
+      if (out.ok && st.cfg.retention.for_room(batches[i].room).bounded())
+        st.written.insert(batches[i].room);
+    }
+  } else {
+    auto err = caf::make_error(caf::sec::runtime_error, res.error().code);
+    for (auto& r : st.replicas)
+      r.rp.deliver(err);
+  }
+  st.replicas.clear();
+}
+
+void commit_appends(writer_actor* self);
+
+void commit_pending(writer_actor* self) {
+  self->state.flush_scheduled = false;
+  commit_appends(self);
+  commit_replicas(self);
+}
+
+void commit_appends(writer_actor* self) {
+  auto& st = self->state;
   if (st.pending.empty())
     return;
   std::vector<persistence::stored_event> batch;
@@ -88,17 +128,22 @@ void apply_retention(writer_actor* self) {
   st.written.clear();
 }
 
-void queue_append(writer_actor* self, persistence::stored_event ev,
-                  std::optional<persistence::snapshot_update> snap) {
+void schedule_flush(writer_actor* self) {
   auto& st = self->state;
-  st.pending.push_back(
-      {std::move(ev), self->make_response_promise(), std::move(snap)});
-  if (st.pending.size() >= st.cfg.max_batch) {
+  if (st.pending.size() + st.replicas.size() >= st.cfg.max_batch) {
     commit_pending(self);
   } else if (!st.flush_scheduled) {
     st.flush_scheduled = true;
     self->send(self, flush_atom::value);
   }
+}
+
+void queue_append(writer_actor* self, persistence::stored_event ev,
+                  std::optional<persistence::snapshot_update> snap) {
+  auto& st = self->state;
+  st.pending.push_back(
+      {std::move(ev), self->make_response_promise(), std::move(snap)});
+  schedule_flush(self);
 }
 
 caf::behavior writer(writer_actor* self,
@@ -110,6 +155,9 @@ caf::behavior writer(writer_actor* self,
   return {
       [=](position_atom,
           const std::string& room) -> caf::result<std::string, std::uint64_t> {
+        // What is queued commits first: a node taking a room over must see
+        // every offset this node has stored or is about to.
+        commit_pending(self);
         auto pos = self->state.store->position(room);
         if (!pos)
           return caf::make_error(caf::sec::runtime_error, pos.error().code);
@@ -121,6 +169,12 @@ caf::behavior writer(writer_actor* self,
       [=](append_atom, persistence::stored_event& ev,
           persistence::snapshot_update& snap) {
         queue_append(self, std::move(ev), std::move(snap));
+      },
+      [=](repl_atom, persistence::replica_batch& batch) {
+        auto& st = self->state;
+        st.replicas.push_back(
+            {std::move(batch), self->make_response_promise()});
+        schedule_flush(self);
       },
       [=](snap_get_atom, const std::string& room)
           -> caf::result<bool, std::uint64_t, std::string> {
@@ -193,6 +247,17 @@ protocol::publication to_publication(const protocol::room_id& room,
   pub.epoch = epoch;
   pub.timestamp_ms = ev.timestamp_ms;
   return pub;
+}
+
+void add_history_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<persistence::stored_event>("tidings::stored_event");
+  cfg.add_message_type<std::vector<persistence::stored_event>>(
+      "tidings::stored_events");
+  cfg.add_message_type<persistence::snapshot_update>(
+      "tidings::snapshot_update");
+  cfg.add_message_type<persistence::operation_record>(
+      "tidings::operation_record");
+  cfg.add_message_type<persistence::replica_batch>("tidings::replica_batch");
 }
 
 caf::actor

@@ -19,6 +19,11 @@
 //   (read_atom, std::string room, uint64 after, uint64 limit)
 //                                      -> std::vector<stored_event>, the
 //                                         committed events after `after`
+//   (repl_atom, replica_batch)         -> (bool ok, uint64 last): applies a
+//                                         batch the room's owner sent this
+//                                         node as its replica (see
+//                                         history_store::replicate); group
+//                                         committed like appends
 //   (shutdown_atom)                    -> commits what is pending and quits
 //
 // Group commit: an append is queued, and the first append of a batch sends
@@ -33,8 +38,8 @@
 #include "persistence/retention.hpp"
 #include "protocol/publication.hpp"
 
-#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
 
 #include <chrono>
 #include <memory>
@@ -66,7 +71,38 @@ spawn_history_writer(caf::actor_system& sys,
 
 } // namespace tidings::actors
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::stored_event)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::snapshot_update)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::persistence::operation_record)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<tidings::persistence::stored_event>)
+// History rows cross the middleman (replication, remote history reads), so
+// they have an inspect(); the cluster registers them (add_history_types).
+namespace tidings::persistence {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stored_event& x) {
+  return f(caf::meta::type_name("stored_event"), x.room, x.offset,
+           x.timestamp_ms, x.type, x.event, x.data, x.publish_id);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, snapshot_update& x) {
+  return f(caf::meta::type_name("snapshot_update"), x.room, x.offset, x.state);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, operation_record& x) {
+  return f(caf::meta::type_name("operation_record"), x.id, x.kind, x.owner,
+           x.meta_json, x.created_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_batch& x) {
+  return f(caf::meta::type_name("replica_batch"), x.room, x.epoch, x.after,
+           x.reset, x.events, x.snapshots);
+}
+
+} // namespace tidings::persistence
+
+namespace tidings::actors {
+
+/// Registers the history types above for the middleman.
+void add_history_types(caf::actor_system_config& cfg);
+
+} // namespace tidings::actors

@@ -46,6 +46,17 @@ using state_atom = caf::atom_constant<caf::atom("state")>;
 using command_atom = caf::atom_constant<caf::atom("command")>;
 using pump_atom = caf::atom_constant<caf::atom("pump")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+// Cluster (between nodes' directories and rooms, over the middleman). Every
+// payload is built-in or registered (add_history_types).
+using repl_atom = caf::atom_constant<caf::atom("repl")>;
+using view_atom = caf::atom_constant<caf::atom("view")>;
+using r_publish_atom = caf::atom_constant<caf::atom("r_publish")>;
+using r_opcreate_atom = caf::atom_constant<caf::atom("r_opcreate")>;
+using r_command_atom = caf::atom_constant<caf::atom("r_command")>;
+using r_state_atom = caf::atom_constant<caf::atom("r_state")>;
+using r_attach_atom = caf::atom_constant<caf::atom("r_attach")>;
+using r_event_atom = caf::atom_constant<caf::atom("r_event")>;
+using r_pos_atom = caf::atom_constant<caf::atom("r_pos")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.

@@ -126,6 +126,34 @@ std::string node_state::render_metrics() const {
          c.history_commits.load());
   metric("tidings_history_rows_total", "counter", "History rows committed.",
          c.history_rows.load());
+  metric("tidings_cluster_forwarded_publishes_total", "counter",
+         "Publishes this node forwarded to the room's owner.",
+         c.forwarded_publishes.load());
+  metric("tidings_cluster_forwarded_events_total", "counter",
+         "Events owners here sent to other nodes' fan-out (one per node).",
+         c.forwarded_events.load());
+  metric("tidings_cluster_mirrored_events_total", "counter",
+         "Events received from other nodes' owners for local subscribers.",
+         c.mirrored_events.load());
+  metric("tidings_cluster_replicated_rows_total", "counter",
+         "History rows stored here as a replica.", c.replicated_rows.load());
+  metric("tidings_cluster_replication_sent_total", "counter",
+         "History rows owners here sent to their replica.",
+         c.replication_sent.load());
+  metric("tidings_cluster_replication_failures_total", "counter",
+         "Replica appends that failed or found a gap.",
+         c.replication_failures.load());
+  metric("tidings_cluster_takeovers_total", "counter",
+         "Rooms this node began to own after the view changed.",
+         c.takeovers.load());
+  metric("tidings_cluster_owned_rooms", "gauge",
+         "Room actors owning their room here.", c.owned_rooms.load());
+  metric("tidings_cluster_mirror_rooms", "gauge",
+         "Room actors serving local subscribers of a room owned elsewhere.",
+         c.mirror_rooms.load());
+  metric("tidings_cluster_replication_lag_events", "gauge",
+         "Most events an owner here had unacknowledged by its replica.",
+         c.replication_lag.load());
   return out.str();
 }
 

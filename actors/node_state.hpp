@@ -27,6 +27,19 @@ struct node_counters {
   std::atomic<std::int64_t> rooms_alive{0}; // room actors
   std::atomic<std::uint64_t> history_commits{0};
   std::atomic<std::uint64_t> history_rows{0};
+  // Cluster routing and replication.
+  std::atomic<std::uint64_t> forwarded_publishes{0}; // sent to their owner
+  std::atomic<std::uint64_t> forwarded_events{0};    // owner → other nodes
+  std::atomic<std::uint64_t> mirrored_events{0};     // received from owners
+  std::atomic<std::uint64_t> replicated_rows{0};     // stored as a replica
+  std::atomic<std::uint64_t> replication_sent{0};    // rows sent to replicas
+  std::atomic<std::uint64_t> replication_failures{0};
+  std::atomic<std::uint64_t> takeovers{0}; // rooms this node began to own
+  std::atomic<std::int64_t> owned_rooms{0};   // owner room actors
+  std::atomic<std::int64_t> mirror_rooms{0};  // mirror room actors
+  /// Largest number of events an owner here had sent its replica without an
+  /// answer, since the last scrape (replication lag in events).
+  std::atomic<std::uint64_t> replication_lag{0};
 };
 
 class node_state {

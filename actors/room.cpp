@@ -2,6 +2,7 @@
 
 #include "actors/clock.hpp"
 
+#include "actors/cluster_node.hpp"
 #include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 #include "persistence/history_store.hpp"
@@ -35,6 +36,10 @@ struct catch_up {
   std::size_t next = 0; // first of `history` not yet sent
 };
 
+/// Whether this node's room actor assigns offsets (owner) or serves local
+/// subscribers of a room owned by another node (mirror).
+enum class role : std::uint8_t { none, owner, mirror };
+
 struct room_state {
   protocol::room_id id;
   caf::actor directory;
@@ -64,6 +69,27 @@ struct room_state {
   bool op_exists = false;
   std::string op_state;      // at `committed`
   std::string pending_state; // at `assigned`
+  // Cluster. A mirror follows `owner_node`'s room (attached: it receives
+  // each committed event once, for all its local subscribers); an owner
+  // sends each committed event to its attached mirrors and, replica first,
+  // each new event to `replica_node`.
+  role mode = role::none; // until the room knows its position
+  /// The role as the node's gauges count it (shared with the exit hook).
+  std::shared_ptr<role> counted = std::make_shared<role>(role::none);
+  std::string owner_node;
+  caf::actor owner_ep;   // mirror: the owner node's directory
+  caf::actor owner_room; // mirror: the owner's room actor (watched)
+  bool attached = false; // mirror: knows the owner's epoch and offset
+  std::unordered_map<caf::actor_addr, caf::actor> mirrors; // owner
+  std::string node_id; // this node
+  std::string replica_node;
+  caf::actor replica_ep; // owner: the replica node's directory
+  bool replica_synced = false;
+  bool replica_syncing = false;
+  std::uint64_t repl_unanswered = 0;
+  bool view_pending = false; // a role change waits for in-flight appends
+  // Publishes waiting for the replica's sync.
+  std::deque<std::pair<protocol::publish_request, caf::response_promise>> held;
   static inline const char* name = "room";
 };
 
@@ -138,6 +164,16 @@ void fan_out(room_actor* self, const protocol::publication& pub) {
       cu.live.push_back(t);
   }
   auto& c = st.node->counters;
+  if (!st.mirrors.empty()) {
+    // Once per node that has subscribers; it encodes for its own sessions.
+    persistence::stored_event ev{st.id.str(),   pub.offset, pub.timestamp_ms,
+                                 pub.type,      pub.event,  pub.data,
+                                 pub.publish_id};
+    auto state = st.reducer ? st.op_state : std::string{};
+    for (auto& [addr, m] : st.mirrors)
+      self->send(m, r_event_atom::value, ev, state);
+    c.forwarded_events.fetch_add(st.mirrors.size(), std::memory_order_relaxed);
+  }
   c.publications.fetch_add(1, std::memory_order_relaxed);
   c.deliveries.fetch_add(delivered, std::memory_order_relaxed);
   c.delivery_bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -164,6 +200,8 @@ void append_done(room_actor* self) {
     st.pending_state = st.op_state;
     st.resyncing = false;
   }
+  if (st.view_pending && st.in_flight == 0)
+    self->send(self, view_atom::value);
   maybe_quit_retiring(self);
 }
 
@@ -174,7 +212,7 @@ caf::error operation_not_found() {
 }
 
 bool has_subscribers(const room_state& st) {
-  return !st.subs.empty() || !st.catching_up.empty();
+  return !st.subs.empty() || !st.catching_up.empty() || !st.mirrors.empty();
 }
 
 void went_empty(room_actor* self) {
@@ -293,6 +331,8 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   auto& st = self->state;
   ++st.from_directory;
   st.last_activity = self->clock().now();
+  if (st.mode == role::mirror && !st.attached)
+    return caf::make_error(caf::sec::request_timeout, "unavailable");
   if (st.reducer && !st.op_exists)
     return operation_not_found();
   if (!has_subscribers(st))
@@ -332,7 +372,11 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   cu.sub = std::move(sub);
   cu.target = target;
   cu.rp = rp;
-  self->request(st.writer, caf::infinite, read_atom::value, st.id.str(), after,
+  // A mirror reads the owner's history (its own node may hold none).
+  auto source = st.mode == role::mirror ? st.owner_ep : st.writer;
+  auto timeout = st.mode == role::mirror ? caf::duration{st.cfg.remote_timeout}
+                                         : caf::duration{caf::infinite};
+  self->request(source, timeout, read_atom::value, st.id.str(), after,
                 target - after)
       .then(
           [=](std::vector<persistence::stored_event>& events) {
@@ -372,6 +416,9 @@ void release_waiters(room_state& st, std::uint64_t offset,
   st.id_waiters.erase(range.first, range.second);
 }
 
+bool replica_ready(room_actor* self);
+void replica_failed(room_actor* self);
+
 caf::result<std::uint64_t> publish(room_actor* self,
                                    protocol::publish_request& req) {
   auto& st = self->state;
@@ -388,7 +435,18 @@ caf::result<std::uint64_t> publish(room_actor* self,
       return rp;
     }
   }
-  if (st.resyncing || st.retiring ||
+  if (st.mode == role::owner && !st.view_pending && !st.retiring &&
+      !st.resyncing && !replica_ready(self) &&
+      st.held.size() < st.cfg.max_pending_publishes) {
+    // A new replica is being brought up to date: the publish waits for it
+    // (bounded) and runs again afterwards, counted once.
+    --st.from_directory;
+    auto rp = self->make_response_promise();
+    st.held.emplace_back(std::move(req), rp);
+    return rp;
+  }
+  if (st.mode != role::owner || st.view_pending || !replica_ready(self) ||
+      st.resyncing || st.retiring ||
       st.in_flight >= st.cfg.max_pending_publishes) {
     st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
     return caf::make_error(caf::sec::request_timeout, "unavailable");
@@ -414,35 +472,72 @@ caf::result<std::uint64_t> publish(room_actor* self,
     snap =
         persistence::snapshot_update{st.id.str(), pub.offset, st.pending_state};
   }
-  auto req_append =
-      snap ? self->request(st.writer, caf::infinite, append_atom::value,
-                           std::move(ev), *snap)
-           : self->request(st.writer, caf::infinite, append_atom::value,
-                           std::move(ev));
-  auto new_state = snap ? snap->state : std::string{};
-  std::move(req_append)
+  auto failed = [=](caf::error err) mutable {
+    auto& st = self->state;
+    st.resyncing = true;
+    st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
+    // Not stored: a retry of this publish_id must publish anew.
+    if (auto i = st.ids.find(pub.publish_id);
+        i != st.ids.end() && i->second == pub.offset)
+      st.ids.erase(i);
+    release_waiters(st, pub.offset, &err);
+    rp.deliver(std::move(err));
+    append_done(self);
+  };
+  auto store_here = [=]() mutable {
+    auto& st = self->state;
+    auto req_append =
+        snap ? self->request(st.writer, caf::infinite, append_atom::value,
+                             std::move(ev), *snap)
+             : self->request(st.writer, caf::infinite, append_atom::value,
+                             std::move(ev));
+    auto new_state = snap ? snap->state : std::string{};
+    std::move(req_append)
+        .then(
+            [=](std::uint64_t offset) mutable {
+              self->state.committed = offset;
+              if (self->state.reducer)
+                self->state.op_state = new_state;
+              fan_out(self, pub);
+              rp.deliver(offset);
+              release_waiters(self->state, offset, nullptr);
+              append_done(self);
+            },
+            [=](caf::error& err) mutable { failed(std::move(err)); });
+  };
+  if (!st.replica_ep) {
+    store_here();
+    return rp;
+  }
+  // Replica first: the replica stores the event before the owner does, so
+  // every event the owner ever committed (and fanned out) is on the
+  // replica, and a replica taking over never reuses an offset anyone saw.
+  persistence::replica_batch batch;
+  batch.room = st.id.str();
+  batch.epoch = st.epoch;
+  batch.after = pub.offset - 1;
+  batch.events.push_back(ev);
+  if (snap)
+    batch.snapshots.push_back(*snap);
+  auto& c = st.node->counters;
+  c.replication_sent.fetch_add(1, std::memory_order_relaxed);
+  auto lag = ++st.repl_unanswered;
+  if (lag > c.replication_lag.load(std::memory_order_relaxed))
+    c.replication_lag.store(lag, std::memory_order_relaxed);
+  self->request(st.replica_ep, st.cfg.remote_timeout, repl_atom::value,
+                st.node_id, std::move(batch))
       .then(
-          [=](std::uint64_t offset) mutable {
-            self->state.committed = offset;
-            if (self->state.reducer)
-              self->state.op_state = new_state;
-            fan_out(self, pub);
-            rp.deliver(offset);
-            release_waiters(self->state, offset, nullptr);
-            append_done(self);
+          [=](bool ok, std::uint64_t) mutable {
+            --self->state.repl_unanswered;
+            if (ok)
+              return store_here();
+            replica_failed(self);
+            failed(caf::make_error(caf::sec::request_timeout, "unavailable"));
           },
-          [=](caf::error& err) mutable {
-            auto& st = self->state;
-            st.resyncing = true;
-            st.node->counters.publish_errors.fetch_add(
-                1, std::memory_order_relaxed);
-            // Not stored: a retry of this publish_id must publish anew.
-            if (auto i = st.ids.find(pub.publish_id);
-                i != st.ids.end() && i->second == pub.offset)
-              st.ids.erase(i);
-            release_waiters(st, pub.offset, &err);
-            rp.deliver(std::move(err));
-            append_done(self);
+          [=](caf::error&) mutable {
+            --self->state.repl_unanswered;
+            replica_failed(self);
+            failed(caf::make_error(caf::sec::request_timeout, "unavailable"));
           });
   return rp;
 }
@@ -514,7 +609,11 @@ create_operation(room_actor* self, persistence::operation_record& rec) {
               st.op_exists = true;
               st.op_state = st.pending_state =
                   st.reducer->initial(to_info(rec));
+              for (auto& [addr, m] : st.mirrors)
+                self->send(m, r_opcreate_atom::value, st.op_state);
             }
+            if (st.replica_ep)
+              self->send(st.replica_ep, repl_atom::value, rec);
             rp.deliver(st.op_state, st.committed, st.epoch);
           },
           [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
@@ -549,6 +648,469 @@ caf::result<std::uint64_t> run_command(room_actor* self,
   return publish(self, req); // counts the directory message itself
 }
 
+
+// ---- Cluster: owner and mirror roles -------------------------------------
+
+std::shared_ptr<const placement_view> view_of(const room_state& st) {
+  return st.cfg.placement ? st.cfg.placement->current() : nullptr;
+}
+
+caf::actor endpoint_of(const placement_view& v, const std::string& node) {
+  auto i = v.endpoints.find(node);
+  if (i == v.endpoints.end() || !i->second)
+    return {};
+  return caf::actor_cast<caf::actor>(i->second);
+}
+
+caf::error unavailable() {
+  return caf::make_error(caf::sec::request_timeout, "unavailable");
+}
+
+/// Ends every local subscription with close 1012: the room's history went
+/// on without what this node delivered, so clients must resubscribe (with
+/// their cursor) and get `recovered: false` rather than a silent jump.
+void close_subscribers(room_actor* self) {
+  auto& st = self->state;
+  const auto& e = protocol::describe(protocol::close_reason::room_moved);
+  auto code = static_cast<std::uint16_t>(e.code);
+  for (auto& [id, sub] : st.subs) {
+    self->demonitor(sub.conn);
+    sub.sink->close(code, e.reason);
+  }
+  for (auto& [id, cu] : st.catching_up) {
+    self->demonitor(cu.sub.conn);
+    cu.sub.sink->close(code, e.reason);
+    if (!cu.replied)
+      cu.rp.deliver(unavailable());
+  }
+  st.subs.clear();
+  st.catching_up.clear();
+  went_empty(self);
+}
+
+/// Changes the role and the node's owned/mirror room gauges.
+void set_mode(room_actor* self, role next) {
+  auto& st = self->state;
+  auto& c = st.node->counters;
+  auto gauge = [&](role r) -> std::atomic<std::int64_t>* {
+    return r == role::owner    ? &c.owned_rooms
+           : r == role::mirror ? &c.mirror_rooms
+                               : nullptr;
+  };
+  if (auto* g = gauge(*st.counted))
+    g->fetch_sub(1, std::memory_order_relaxed);
+  if (auto* g = gauge(next))
+    g->fetch_add(1, std::memory_order_relaxed);
+  *st.counted = next;
+  st.mode = next;
+}
+
+void sync_replica(room_actor* self);
+
+/// Runs the publishes that waited for the replica's sync (as the publish
+/// message again, from the room itself), or refuses them.
+void release_held(room_actor* self, bool ok) {
+  auto held = std::move(self->state.held);
+  self->state.held.clear();
+  for (auto& [req, rp] : held) {
+    if (!ok) {
+      rp.deliver(unavailable());
+      continue;
+    }
+    self->request(caf::actor_cast<caf::actor>(self), caf::infinite,
+                  publish_atom::value, std::move(req))
+        .then([rp](std::uint64_t offset) mutable { rp.deliver(offset); },
+              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  }
+}
+
+bool replica_ready(room_actor* self) {
+  auto& st = self->state;
+  if (!st.replica_ep || st.replica_synced)
+    return true;
+  if (!st.replica_syncing && st.in_flight == 0)
+    sync_replica(self);
+  return false;
+}
+
+void replica_failed(room_actor* self) {
+  auto& st = self->state;
+  st.replica_synced = false;
+  st.node->counters.replication_failures.fetch_add(1,
+                                                   std::memory_order_relaxed);
+}
+
+/// Brings the replica's copy of the room to the owner's committed offset:
+/// the missing tail, or (other epoch, longer copy, too far behind) a reset
+/// to the last `replay_limit` events. Publishes wait until it is done.
+void sync_replica(room_actor* self) {
+  auto& st = self->state;
+  st.replica_syncing = true;
+  auto ep = st.replica_ep;
+  auto key = st.id.str();
+  auto timeout = st.cfg.remote_timeout;
+  auto done = [=](bool ok) {
+    auto& st = self->state;
+    if (st.replica_ep != ep)
+      return; // the replica changed meanwhile; its own sync runs
+    st.replica_syncing = false;
+    st.replica_synced = ok;
+    if (!ok)
+      replica_failed(self);
+    release_held(self, ok);
+  };
+  if (st.reducer && st.op_exists)
+    self->request(st.writer, caf::infinite, op_get_atom::value, st.id.id())
+        .then([=](bool found, persistence::operation_record& rec) {
+          if (found)
+            self->send(ep, repl_atom::value, std::move(rec));
+        });
+  self->request(ep, timeout, r_pos_atom::value, key, std::string{})
+      .then(
+          [=](std::string& epoch, std::uint64_t offset) {
+            auto& st = self->state;
+            if (st.replica_ep != ep)
+              return;
+            auto target = st.committed;
+            if (epoch == st.epoch && offset == target)
+              return done(true);
+            bool tail = epoch == st.epoch && offset < target &&
+                        target - offset <= st.cfg.replay_limit;
+            auto after =
+                tail ? offset
+                     : target - std::min(target, st.cfg.replay_limit);
+            self->request(st.writer, caf::infinite, read_atom::value, key,
+                          after, target - after)
+                .then(
+                    [=](std::vector<persistence::stored_event>& events) {
+                      auto& st = self->state;
+                      persistence::replica_batch b;
+                      b.room = key;
+                      b.epoch = st.epoch;
+                      b.after = after;
+                      b.reset = !tail;
+                      if (!events.empty() && events.front().offset != after + 1) {
+                        b.after = events.front().offset - 1; // trimmed
+                        b.reset = true;
+                      } else if (events.empty() && target > after) {
+                        b.after = target;
+                        b.reset = true;
+                      }
+                      if (st.reducer && st.op_exists)
+                        b.snapshots.push_back({key, target, st.op_state});
+                      st.node->counters.replication_sent.fetch_add(
+                          events.size(), std::memory_order_relaxed);
+                      b.events = std::move(events);
+                      self->request(ep, timeout, repl_atom::value, st.node_id,
+                                    std::move(b))
+                          .then([=](bool ok, std::uint64_t) { done(ok); },
+                                [=](caf::error&) { done(false); });
+                    },
+                    [=](caf::error&) { done(false); });
+          },
+          [=](caf::error&) { done(false); });
+}
+
+/// Picks the replica the current view names (none with replication off or
+/// a lone node); a new one is synced before the next publish.
+void update_replica(room_actor* self, const placement_view& v) {
+  auto& st = self->state;
+  auto rep = st.cfg.replicate ? v.replica(st.id.str()) : std::string{};
+  if (rep == st.replica_node && (rep.empty() || st.replica_ep))
+    return;
+  st.replica_node = rep;
+  st.replica_ep = rep.empty() ? caf::actor{} : endpoint_of(v, rep);
+  st.replica_synced = false;
+  st.replica_syncing = false;
+  if (!st.replica_ep)
+    release_held(self, true);
+  else if (st.in_flight == 0)
+    sync_replica(self);
+}
+
+/// What the room does once its position is known, in every role: the
+/// publish_id window and, for operations, the record and state.
+void load_local_state(room_actor* self) {
+  auto& st = self->state;
+  st.ids.clear();
+  st.id_order.reset();
+  if (st.reducer)
+    load_operation(self);
+  auto offset = st.committed;
+  if (offset == 0 || st.cfg.dedupe_window == 0)
+    return;
+  auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
+  self->request(st.writer, caf::infinite, read_atom::value, st.id.str(),
+                offset - window, window)
+      .await(
+          [=](std::vector<persistence::stored_event>& events) {
+            for (auto& ev : events)
+              remember_id(self->state, ev.publish_id, ev.offset);
+          },
+          [=](caf::error& err) { self->quit(std::move(err)); });
+}
+
+struct copy_at {
+  caf::actor ep; // null: this node's own store
+  std::string epoch;
+  std::uint64_t offset = 0;
+};
+
+/// Becomes the owner at `epoch`/`offset` (this node's store holds it now).
+void finish_takeover(room_actor* self, std::string epoch,
+                     std::uint64_t offset, bool probed) {
+  auto& st = self->state;
+  // A mirror that delivered further than the history it can find (two
+  // nodes lost at once) must not let offsets it delivered be reused.
+  if (!st.epoch.empty() && has_subscribers(st) &&
+      (epoch != st.epoch || offset < st.committed))
+    close_subscribers(self);
+  for (auto& [addr, m] : st.mirrors)
+    self->demonitor(m);
+  st.mirrors.clear();
+  st.epoch = std::move(epoch);
+  st.assigned = st.committed = offset;
+  set_mode(self, role::owner);
+  st.attached = false;
+  st.owner_node = st.node_id;
+  st.owner_ep = nullptr;
+  if (st.owner_room) {
+    self->demonitor(st.owner_room);
+    st.owner_room = nullptr;
+  }
+  if (probed)
+    st.node->counters.takeovers.fetch_add(1, std::memory_order_relaxed);
+  load_local_state(self);
+  if (auto v = view_of(st))
+    update_replica(self, *v);
+}
+
+/// Copies the best copy found into this node's store, then takes over.
+void adopt(room_actor* self, copy_at local, copy_at best, bool probed) {
+  auto& st = self->state;
+  if (!best.ep || (best.epoch == local.epoch && best.offset <= local.offset))
+    return finish_takeover(self, local.epoch, local.offset, probed);
+  auto key = st.id.str();
+  bool tail = best.epoch == local.epoch &&
+              best.offset - local.offset <= st.cfg.replay_limit;
+  auto after = tail ? local.offset
+                    : best.offset - std::min(best.offset, st.cfg.replay_limit);
+  auto timeout = st.cfg.remote_timeout;
+  auto store = [=](persistence::replica_batch b) {
+    auto& st = self->state;
+    self->request(st.writer, caf::infinite, repl_atom::value, std::move(b))
+        .await(
+            [=](bool ok, std::uint64_t last) {
+              if (ok)
+                finish_takeover(self, best.epoch, last, probed);
+              else // cannot happen for a reset; keep our own copy
+                finish_takeover(self, local.epoch, local.offset, probed);
+            },
+            [=](caf::error& err) { self->quit(std::move(err)); });
+  };
+  self->request(best.ep, timeout, read_atom::value, key, after,
+                best.offset - after)
+      .await(
+          [=](std::vector<persistence::stored_event>& events) {
+            auto& st = self->state;
+            persistence::replica_batch b;
+            b.room = key;
+            b.epoch = best.epoch;
+            b.after = after;
+            b.reset = !tail;
+            if (!events.empty() && events.front().offset != after + 1) {
+              b.after = events.front().offset - 1;
+              b.reset = true;
+            } else if (events.empty()) {
+              b.after = best.offset;
+              b.reset = true;
+            }
+            b.events = std::move(events);
+            if (!st.reducer)
+              return store(std::move(b));
+            // Operations: the record and the state travel too.
+            self->request(best.ep, timeout, op_get_atom::value, st.id.id())
+                .await(
+                    [=](bool found, persistence::operation_record& rec) mutable {
+                      if (found)
+                        self->send(self->state.writer, op_create_atom::value,
+                                   std::move(rec));
+                      self->request(best.ep, timeout, snap_get_atom::value, key)
+                          .await(
+                              [=](bool has, std::uint64_t off,
+                                  std::string& state) mutable {
+                                auto last = b.after + b.events.size();
+                                if (has && off <= last && off > b.after)
+                                  b.snapshots.push_back({key, off, state});
+                                store(std::move(b));
+                              },
+                              [=](caf::error&) mutable { store(std::move(b)); });
+                    },
+                    [=](caf::error&) mutable { store(std::move(b)); });
+          },
+          [=](caf::error&) {
+            // The best copy vanished meanwhile: the next best is ours.
+            finish_takeover(self, local.epoch, local.offset, probed);
+          });
+}
+
+/// Asks each other live member for its copy of the room (which also fences
+/// it: it refuses replication of this room from anyone else now), one at a
+/// time, keeping the furthest.
+void probe(room_actor* self,
+           std::shared_ptr<std::vector<std::pair<std::string, caf::actor>>>
+               peers,
+           std::size_t i, copy_at local, copy_at best) {
+  auto& st = self->state;
+  if (i == peers->size())
+    return adopt(self, local, best, true);
+  auto ep = (*peers)[i].second;
+  self->request(ep, st.cfg.remote_timeout, r_pos_atom::value, st.id.str(),
+                st.node_id)
+      .await(
+          [=](std::string& epoch, std::uint64_t offset) mutable {
+            if (offset > best.offset)
+              best = copy_at{ep, epoch, offset};
+            probe(self, peers, i + 1, local, best);
+          },
+          [=](caf::error&) { probe(self, peers, i + 1, local, best); });
+}
+
+/// Becomes the room's owner: reads this node's copy, looks for a further
+/// one on the other live members (a returning owner finds what its
+/// successor appended), adopts the furthest and starts serving. Messages
+/// other than the answers wait meanwhile (await).
+void take_over(room_actor* self) {
+  auto& st = self->state;
+  self->request(st.writer, caf::infinite, position_atom::value, st.id.str())
+      .await(
+          [=](std::string& epoch, std::uint64_t offset) {
+            auto& st = self->state;
+            copy_at local{nullptr, epoch, offset};
+            auto peers = std::make_shared<
+                std::vector<std::pair<std::string, caf::actor>>>();
+            if (auto v = view_of(st))
+              for (auto& m : v->live)
+                if (m != st.node_id)
+                  if (auto ep = endpoint_of(*v, m))
+                    peers->emplace_back(m, std::move(ep));
+            if (peers->empty())
+              return finish_takeover(self, local.epoch, local.offset, false);
+            probe(self, peers, 0, local, local);
+          },
+          [=](caf::error& err) { self->quit(std::move(err)); });
+}
+
+void attach(room_actor* self);
+
+/// A mirror fills the events it missed between `from` and the owner's
+/// offset `to`, read from the owner's history, then follows live events.
+void fill_gap(room_actor* self, caf::actor ep, std::uint64_t from,
+              std::uint64_t to) {
+  auto& st = self->state;
+  self->request(ep, st.cfg.remote_timeout, read_atom::value, st.id.str(), from,
+                to - from)
+      .await(
+          [=](std::vector<persistence::stored_event>& events) {
+            auto& st = self->state;
+            if (!fills_gap(events, from, to))
+              return close_subscribers(self); // trimmed: resubscribe
+            for (auto& ev : events) {
+              st.committed = st.assigned = ev.offset;
+              fan_out(self, to_publication(st.id, st.epoch, std::move(ev)));
+            }
+          },
+          [=](caf::error&) {
+            self->state.attached = false;
+            self->delayed_send(self, std::chrono::milliseconds(200),
+                               view_atom::value);
+          });
+}
+
+/// Follows the room's owner: asks it for its epoch, offset and (operations)
+/// state and to send each committed event here. A mirror that had followed
+/// before continues without loss (the owner's history fills the gap) or,
+/// when the owner's history is not a continuation of what it delivered,
+/// closes its subscribers so they resume.
+void attach(room_actor* self) {
+  auto& st = self->state;
+  auto v = view_of(st);
+  auto owner = v->owner(st.id.str());
+  if (owner == st.node_id)
+    return take_over(self);
+  set_mode(self, role::mirror);
+  release_held(self, false);
+  st.attached = false;
+  st.replica_node.clear();
+  st.replica_ep = nullptr;
+  for (auto& [addr, m] : st.mirrors)
+    self->demonitor(m);
+  st.mirrors.clear();
+  auto ep = endpoint_of(*v, owner);
+  st.owner_node = owner;
+  st.owner_ep = ep;
+  if (!ep) { // its endpoint is not known yet: look again soon
+    self->delayed_send(self, std::chrono::milliseconds(200), view_atom::value);
+    return;
+  }
+  self->request(ep, st.cfg.remote_timeout, r_attach_atom::value, st.id.str(),
+                caf::actor_cast<caf::actor>(self))
+      .await(
+          [=](std::string& epoch, std::uint64_t committed, bool op_exists,
+              std::string& op_state, caf::actor& owner_room) {
+            auto& st = self->state;
+            if (st.owner_ep != ep)
+              return; // superseded by a newer view
+            if (st.owner_room)
+              self->demonitor(st.owner_room);
+            st.owner_room = owner_room;
+            self->monitor(owner_room);
+            st.attached = true;
+            st.op_exists = op_exists;
+            auto known = !st.epoch.empty();
+            if (known && has_subscribers(st) &&
+                (epoch != st.epoch || committed < st.committed))
+              close_subscribers(self);
+            if (!known || epoch != st.epoch || committed <= st.committed ||
+                !has_subscribers(st)) {
+              st.epoch = std::move(epoch);
+              st.committed = st.assigned = committed;
+              st.op_state = std::move(op_state);
+              return;
+            }
+            st.op_state = std::move(op_state);
+            fill_gap(self, ep, st.committed, committed);
+          },
+          [=](caf::error&) {
+            auto& st = self->state;
+            if (st.owner_ep != ep)
+              return;
+            self->delayed_send(self, std::chrono::milliseconds(200),
+                               view_atom::value);
+          });
+}
+
+/// The view changed (or a retry is due): take the role it gives this node.
+void on_view(room_actor* self) {
+  auto& st = self->state;
+  auto v = view_of(st);
+  if (!v || st.retiring)
+    return;
+  auto owner = v->owner(st.id.str());
+  if (st.mode == role::owner && owner == st.node_id) {
+    update_replica(self, *v);
+    return;
+  }
+  if (st.mode == role::owner && st.in_flight > 0) {
+    st.view_pending = true; // publishes wait; append_done comes back here
+    return;
+  }
+  st.view_pending = false;
+  if (st.mode == role::mirror && owner == st.owner_node && st.attached)
+    return;
+  attach(self); // takes over when this node is the owner now
+}
+
 caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
                    caf::actor writer, node_state* node, room_config cfg) {
   auto& st = self->state;
@@ -562,9 +1124,15 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
     st.commands = cfg.kinds->commands(st.id.kind());
   }
   st.last_activity = self->clock().now();
+  if (auto v = view_of(st))
+    st.node_id = v->self;
   node->counters.rooms_alive.fetch_add(1, std::memory_order_relaxed);
-  self->attach_functor([node, key = st.id.str()](const caf::error&) {
+  self->attach_functor([node, counted = st.counted](const caf::error&) {
     node->counters.rooms_alive.fetch_sub(1, std::memory_order_relaxed);
+    if (*counted == role::owner)
+      node->counters.owned_rooms.fetch_sub(1, std::memory_order_relaxed);
+    else if (*counted == role::mirror)
+      node->counters.mirror_rooms.fetch_sub(1, std::memory_order_relaxed);
   });
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
@@ -581,31 +1149,30 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         st.catching_up.erase(i);
         break;
       }
+    for (auto i = st.mirrors.begin(); i != st.mirrors.end(); ++i)
+      if (i->first == dm.source) {
+        st.mirrors.erase(i);
+        break;
+      }
+    if (st.owner_room && st.owner_room.address() == dm.source) {
+      // The owner's room (or its node) is gone: follow whoever owns the
+      // room next, once the view has had a moment to change.
+      st.owner_room = nullptr;
+      st.attached = false;
+      self->delayed_send(self, std::chrono::milliseconds(100),
+                         view_atom::value);
+    }
     went_empty(self);
   });
-  // Nothing else is handled until the room knows its epoch and offset.
-  self->request(st.writer, caf::infinite, position_atom::value, st.id.str())
-      .await(
-          [=](std::string& epoch, std::uint64_t offset) {
-            auto& st = self->state;
-            st.epoch = std::move(epoch);
-            st.assigned = st.committed = offset;
-            schedule_idle_check(self);
-            if (st.reducer)
-              load_operation(self);
-            if (offset == 0 || st.cfg.dedupe_window == 0)
-              return;
-            auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
-            self->request(st.writer, caf::infinite, read_atom::value,
-                          st.id.str(), offset - window, window)
-                .await(
-                    [=](std::vector<persistence::stored_event>& events) {
-                      for (auto& ev : events)
-                        remember_id(self->state, ev.publish_id, ev.offset);
-                    },
-                    [=](caf::error& err) { self->quit(std::move(err)); });
-          },
-          [=](caf::error& err) { self->quit(std::move(err)); });
+  schedule_idle_check(self);
+  // Nothing else is handled until the room knows its epoch and offset
+  // (every step below awaits): as the owner from this node's history and
+  // any further copy on other live members, or as a mirror from the owner.
+  auto v = view_of(st);
+  if (v && !v->owned_here(st.id.str()))
+    attach(self);
+  else
+    take_over(self);
   return {
       [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
       [=](pump_atom, std::uint64_t conn_id) { pump(self, conn_id); },
@@ -649,6 +1216,54 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
       },
       [=](publish_atom, protocol::publish_request& req) {
         return publish(self, req);
+      },
+      [=](r_attach_atom, caf::actor& mirror)
+          -> caf::result<std::string, std::uint64_t, bool, std::string,
+                         caf::actor> {
+        auto& st = self->state;
+        ++st.from_directory;
+        st.last_activity = self->clock().now();
+        if (st.mode != role::owner || st.view_pending || !mirror)
+          return unavailable();
+        if (st.mirrors.emplace(mirror.address(), mirror).second)
+          self->monitor(mirror);
+        return {st.epoch, st.committed, st.op_exists, st.op_state,
+                caf::actor_cast<caf::actor>(self)};
+      },
+      [=](r_event_atom, persistence::stored_event& ev, std::string& state) {
+        auto& st = self->state;
+        if (st.mode != role::mirror || !st.attached || !st.owner_room ||
+            caf::actor_cast<caf::actor_addr>(self->current_sender()) !=
+                st.owner_room.address())
+          return;
+        if (ev.offset <= st.committed)
+          return;
+        if (ev.offset != st.committed + 1) {
+          // Something was lost on the way: attach again, which fills the
+          // gap from the owner's history.
+          st.attached = false;
+          attach(self);
+          return;
+        }
+        st.committed = st.assigned = ev.offset;
+        if (st.reducer) {
+          st.op_exists = true;
+          st.op_state = std::move(state);
+        }
+        st.node->counters.mirrored_events.fetch_add(1,
+                                                    std::memory_order_relaxed);
+        fan_out(self, to_publication(st.id, st.epoch, std::move(ev)));
+      },
+      [=](view_atom) { on_view(self); },
+      [=](r_opcreate_atom, std::string& state) {
+        auto& st = self->state;
+        if (st.mode != role::mirror || !st.owner_room ||
+            caf::actor_cast<caf::actor_addr>(self->current_sender()) !=
+                st.owner_room.address() ||
+            st.op_exists)
+          return;
+        st.op_exists = true;
+        st.op_state = std::move(state);
       },
       [=](tick_atom) {
         auto& st = self->state;

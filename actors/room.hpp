@@ -59,6 +59,8 @@
 
 namespace tidings::actors {
 
+class placement_table;
+
 struct room_config {
   std::chrono::milliseconds idle_timeout{30000};
   std::size_t max_pending_publishes = 10000;
@@ -72,6 +74,13 @@ struct room_config {
   /// How often the directory asks the writer to age out history of rooms
   /// no longer written (0: never).
   std::chrono::milliseconds sweep_interval{60000};
+  /// The cluster's placement (null: a single node owning every room).
+  std::shared_ptr<placement_table> placement;
+  /// Replicate each event to the room's replica and acknowledge only after
+  /// it stored it (false: the owner's commit alone acknowledges).
+  bool replicate = true;
+  /// Bound on one request to another node (attach, replication, reads).
+  std::chrono::milliseconds remote_timeout{5000};
 };
 
 /// Spawned by the directory; `directory` receives idle requests.

@@ -1,10 +1,12 @@
 #include "actors/room_directory.hpp"
 
+#include "actors/cluster_node.hpp"
 #include "actors/history_writer.hpp"
 #include "actors/messages.hpp"
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <unordered_map>
 
 namespace tidings::actors {
@@ -24,6 +26,18 @@ struct directory_state {
   std::unordered_map<caf::actor_addr, std::string> keys; // room → key
   std::size_t alive = 0; // rooms not yet down (includes retired ones)
   bool shutting_down = false;
+  // Cluster: room → the node that last probed this node while taking the
+  // room over; replication of that room is accepted from it alone.
+  std::unordered_map<std::string, std::string> fences;
+  // Requests forwarded to another node's owner, by id: failed at once when
+  // that node leaves the view, so a client never waits out a timeout for a
+  // dead owner.
+  struct forwarded_request {
+    std::string node;
+    caf::response_promise rp;
+  };
+  std::unordered_map<std::uint64_t, forwarded_request> in_flight;
+  std::uint64_t next_request = 0;
   caf::response_promise shutdown_rp;
   static inline const char* name = "room_directory";
 };
@@ -41,6 +55,75 @@ entry& room_for(directory_actor* self, const protocol::room_id& id) {
   ++st.alive;
   st.keys.emplace(room.address(), id.str());
   return st.rooms.emplace(id.str(), entry{std::move(room), 0}).first->second;
+}
+
+/// The owner's directory when the room is owned by another node; a null
+/// actor with `elsewhere` false when it is owned here (or no cluster).
+struct route {
+  bool elsewhere = false;
+  std::string node;
+  caf::actor owner;
+};
+
+route route_of(directory_actor* self, const std::string& key) {
+  auto& placement = self->state.cfg.placement;
+  if (!placement)
+    return {};
+  auto v = placement->current();
+  auto owner = v->owner(key);
+  if (owner == v->self)
+    return {};
+  route r;
+  r.elsewhere = true;
+  r.node = owner;
+  if (auto i = v->endpoints.find(owner); i != v->endpoints.end() && i->second)
+    r.owner = caf::actor_cast<caf::actor>(i->second);
+  return r;
+}
+
+caf::error not_owner() {
+  return caf::make_error(caf::sec::request_timeout, "unavailable");
+}
+
+caf::response_promise take_in_flight(directory_actor* self, std::uint64_t id,
+                                     bool& found) {
+  auto& m = self->state.in_flight;
+  auto i = m.find(id);
+  found = i != m.end();
+  if (!found)
+    return {};
+  auto rp = std::move(i->second.rp);
+  m.erase(i);
+  return rp;
+}
+
+/// Sends `xs` to the owner node's directory and answers the requester with
+/// its reply (types `Rs`), its error, or `unavailable` when the owner
+/// leaves the view first.
+template <class... Rs, class... Ts>
+caf::result<caf::message> forward(directory_actor* self, const route& r,
+                                  Ts&&... xs) {
+  if (!r.owner)
+    return not_owner();
+  auto& st = self->state;
+  auto id = ++st.next_request;
+  auto rp = self->make_response_promise();
+  st.in_flight.emplace(id, directory_state::forwarded_request{r.node, rp});
+  self->request(r.owner, st.cfg.remote_timeout, std::forward<Ts>(xs)...)
+      .then(
+          [=](Rs&... rs) {
+            bool found = false;
+            auto rp = take_in_flight(self, id, found);
+            if (found)
+              rp.deliver(std::move(rs)...);
+          },
+          [=](caf::error& err) {
+            bool found = false;
+            auto rp = take_in_flight(self, id, found);
+            if (found)
+              rp.deliver(std::move(err));
+          });
+  return rp;
 }
 
 void finish_shutdown_if_done(directory_actor* self) {
@@ -81,28 +164,166 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         ++e.forwarded;
         return self->delegate(e.room, a, std::move(sub));
       },
-      [=](publish_atom a, protocol::publish_request& req) {
+      // Publishes, operation changes and state reads go to the room's owner:
+      // here, or the owner node's directory (which answers the requester).
+      [=](publish_atom a, protocol::publish_request& req) -> caf::result<caf::message> {
+        if (auto r = route_of(self, req.room.str()); r.elsewhere) {
+          self->state.node->counters.forwarded_publishes.fetch_add(
+              1, std::memory_order_relaxed);
+          return forward<std::uint64_t>(
+              self, r, r_publish_atom::value, req.room.str(),
+              std::move(req.type), std::move(req.event), std::move(req.data),
+              std::move(req.publish_id));
+        }
         auto& e = room_for(self, req.room);
         ++e.forwarded;
-        return self->delegate(e.room, a, std::move(req));
+        self->delegate(e.room, a, std::move(req));
+        return caf::delegated<caf::message>{};
       },
       [=](op_create_atom a, protocol::room_id& id,
-          persistence::operation_record& rec) {
+          persistence::operation_record& rec) -> caf::result<caf::message> {
+        if (auto r = route_of(self, id.str()); r.elsewhere) {
+          return forward<std::string, std::uint64_t, std::string>(
+              self, r, r_opcreate_atom::value, id.str(), std::move(rec));
+        }
         auto& e = room_for(self, id);
         ++e.forwarded;
-        return self->delegate(e.room, a, std::move(rec));
+        self->delegate(e.room, a, std::move(rec));
+        return caf::delegated<caf::message>{};
       },
       [=](command_atom a, protocol::room_id& id, std::string& name,
-          std::string& args, std::string& caller) {
+          std::string& args, std::string& caller) -> caf::result<caf::message> {
+        if (auto r = route_of(self, id.str()); r.elsewhere) {
+          return forward<std::uint64_t>(self, r, r_command_atom::value,
+                                        id.str(), std::move(name),
+                                        std::move(args), std::move(caller));
+        }
         auto& e = room_for(self, id);
         ++e.forwarded;
-        return self->delegate(e.room, a, std::move(name), std::move(args),
-                              std::move(caller));
+        self->delegate(e.room, a, std::move(name), std::move(args),
+                       std::move(caller));
+        return caf::delegated<caf::message>{};
       },
-      [=](state_atom a, protocol::room_id& id) {
+      [=](state_atom a, protocol::room_id& id) -> caf::result<caf::message> {
+        if (auto r = route_of(self, id.str()); r.elsewhere) {
+          return forward<bool, std::string, std::uint64_t, std::string>(
+              self, r, r_state_atom::value, id.str());
+        }
         auto& e = room_for(self, id);
         ++e.forwarded;
-        return self->delegate(e.room, a);
+        self->delegate(e.room, a);
+        return caf::delegated<caf::message>{};
+      },
+      // From other nodes (this directory is the node's cluster endpoint).
+      // Only the owner serves these; a node whose view differs answers
+      // `unavailable` and the caller retries, so nothing loops.
+      [=](r_publish_atom, const std::string& key, std::string& type,
+          std::string& event, std::string& data,
+          std::string& publish_id) -> caf::result<caf::message> {
+        auto id = protocol::parse_room_id(key);
+        if (!id || route_of(self, key).elsewhere)
+          return not_owner();
+        protocol::publish_request req{*id, std::move(type), std::move(event),
+                                      std::move(data), std::move(publish_id)};
+        auto& e = room_for(self, *id);
+        ++e.forwarded;
+        self->delegate(e.room, publish_atom::value, std::move(req));
+        return caf::delegated<caf::message>{};
+      },
+      [=](r_opcreate_atom, const std::string& key,
+          persistence::operation_record& rec) -> caf::result<caf::message> {
+        auto id = protocol::parse_room_id(key);
+        if (!id || route_of(self, key).elsewhere)
+          return not_owner();
+        auto& e = room_for(self, *id);
+        ++e.forwarded;
+        self->delegate(e.room, op_create_atom::value, std::move(rec));
+        return caf::delegated<caf::message>{};
+      },
+      [=](r_command_atom, const std::string& key, std::string& name,
+          std::string& args, std::string& caller) -> caf::result<caf::message> {
+        auto id = protocol::parse_room_id(key);
+        if (!id || route_of(self, key).elsewhere)
+          return not_owner();
+        auto& e = room_for(self, *id);
+        ++e.forwarded;
+        self->delegate(e.room, command_atom::value, std::move(name),
+                       std::move(args), std::move(caller));
+        return caf::delegated<caf::message>{};
+      },
+      [=](r_state_atom, const std::string& key) -> caf::result<caf::message> {
+        auto id = protocol::parse_room_id(key);
+        if (!id || route_of(self, key).elsewhere)
+          return not_owner();
+        auto& e = room_for(self, *id);
+        ++e.forwarded;
+        self->delegate(e.room, state_atom::value);
+        return caf::delegated<caf::message>{};
+      },
+      [=](r_attach_atom a, const std::string& key,
+          caf::actor& mirror) -> caf::result<caf::message> {
+        auto id = protocol::parse_room_id(key);
+        if (!id || route_of(self, key).elsewhere)
+          return not_owner();
+        auto& e = room_for(self, *id);
+        ++e.forwarded;
+        self->delegate(e.room, a, std::move(mirror));
+        return caf::delegated<caf::message>{};
+      },
+      // This node's copy of a room's history, for a node taking the room
+      // over (`taker` non-empty: fence the room for it) or syncing its
+      // replica. Committed appends only: the writer commits what it holds
+      // before answering.
+      [=](r_pos_atom, const std::string& key, const std::string& taker) {
+        auto& st = self->state;
+        if (!taker.empty()) {
+          if (st.fences.size() >= 100000)
+            st.fences.clear(); // bounded; a fence matters for seconds
+          st.fences[key] = taker;
+        }
+        self->delegate(st.writer, position_atom::value, key);
+      },
+      [=](read_atom a, const std::string& key, std::uint64_t after,
+          std::uint64_t limit) {
+        self->delegate(self->state.writer, a, key, after, limit);
+      },
+      [=](snap_get_atom a, const std::string& key) {
+        self->delegate(self->state.writer, a, key);
+      },
+      [=](op_get_atom a, const std::string& id) {
+        self->delegate(self->state.writer, a, id);
+      },
+      [=](repl_atom a, const std::string& from,
+          persistence::replica_batch& batch) -> caf::result<caf::message> {
+        auto& st = self->state;
+        auto f = st.fences.find(batch.room);
+        if (f != st.fences.end() && f->second != from) {
+          auto rp = self->make_response_promise();
+          rp.deliver(false, std::uint64_t{0});
+          return rp;
+        }
+        self->delegate(st.writer, a, std::move(batch));
+        return caf::delegated<caf::message>{};
+      },
+      [=](repl_atom, persistence::operation_record& rec) {
+        self->send(self->state.writer, op_create_atom::value, std::move(rec));
+      },
+      [=](view_atom a) {
+        auto& st = self->state;
+        for (auto& [key, e] : st.rooms)
+          self->send(e.room, a);
+        if (!st.cfg.placement || st.in_flight.empty())
+          return;
+        auto v = st.cfg.placement->current();
+        for (auto i = st.in_flight.begin(); i != st.in_flight.end();) {
+          if (std::binary_search(v->live.begin(), v->live.end(),
+                                 i->second.node)) {
+            ++i;
+            continue;
+          }
+          i->second.rp.deliver(not_owner());
+          i = st.in_flight.erase(i);
+        }
       },
       [=](sweep_atom) {
         auto& st = self->state;

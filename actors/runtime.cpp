@@ -13,7 +13,9 @@
 
 #include <caf/all.hpp>
 
+#include <cstdio>
 #include <optional>
+#include <random>
 
 #include <sys/stat.h>
 
@@ -98,7 +100,14 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   }
   std::shared_ptr<persistence::history_store> store;
   if (cfg.memory_store) {
-    store = std::make_shared<persistence::memory_store>();
+    // Epochs unique per process: nodes of a cluster compare them.
+    std::random_device rd;
+    char prefix[16];
+    std::snprintf(prefix, sizeof prefix, "mem-%08x", rd());
+    store = std::make_shared<persistence::memory_store>(
+        [p = std::string{prefix}, n = 0]() mutable {
+          return p + "-" + std::to_string(++n);
+        });
   } else {
     ::mkdir(cfg.data_dir.c_str(), 0750); // an existing one is fine
     persistence::sqlite_options opt;
@@ -123,8 +132,10 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   im.sys_cfg.set("work-stealing.moderate-poll-attempts", std::size_t{0});
   im.sys_cfg.set("work-stealing.relaxed-sleep-duration",
                  caf::timespan{std::chrono::milliseconds(2)});
-  if (mc) // loads the middleman, registers the membership types
+  if (mc) { // loads the middleman, registers the membership types
     cluster::configure_actor_system(im.sys_cfg, *mc);
+    add_history_types(im.sys_cfg);
+  }
   im.sys = std::make_unique<caf::actor_system>(im.sys_cfg);
   history_writer_config wc;
   wc.retention = im.cfg.retention;
@@ -135,11 +146,17 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   rc.kinds = kinds;
   rc.idle_timeout = im.cfg.room_idle_timeout;
   rc.max_pending_publishes = im.cfg.max_pending_publishes;
-  im.directory = spawn_room_directory(*im.sys, im.writer, im.node, rc);
+  rc.replicate = im.cfg.cluster.replicate;
   im.placement = std::make_shared<placement_table>(im.cfg.node_id);
+  if (mc)
+    rc.placement = im.placement;
+  im.directory = spawn_room_directory(*im.sys, im.writer, im.node, rc);
   if (mc) {
-    im.cluster_node = spawn_cluster_node(*im.sys, im.placement);
-    mc->endpoint = caf::actor_cast<caf::strong_actor_ptr>(im.cluster_node);
+    im.cluster_node =
+        spawn_cluster_node(*im.sys, im.placement, im.directory);
+    // The other nodes reach this one through its directory: forwarded
+    // publishes, mirrors attaching, replication, history reads.
+    mc->endpoint = caf::actor_cast<caf::strong_actor_ptr>(im.directory);
     mc->counters = im.cl_counters =
         std::make_shared<cluster::membership_counters>();
     auto started = cluster::start_membership(*im.sys, std::move(*mc));

@@ -30,6 +30,9 @@ struct cluster_options {
   std::vector<std::string> join;
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds failure_timeout{3000};
+  /// Acknowledge a publish only after the room's replica stored it too
+  /// (`--replication sync`); false: the owner's commit alone (`off`).
+  bool replicate = true;
 };
 
 struct node_config {

@@ -125,6 +125,10 @@ void declare(options& o) {
   o.add("cluster-failure-timeout-ms", "3000",
         "Milliseconds of silence after which a member is declared dead "
         "(suspect after half of it); at least twice the heartbeat.");
+  o.add("replication", "sync",
+        "sync: a publish is acknowledged after the room's owner and its "
+        "replica both stored it (failover loses no acknowledged event); "
+        "off: after the owner alone.");
   // SSE and long-polling (README "Server-Sent Events" and "Long-polling").
   o.add("sse-heartbeat", "15",
         "Seconds between `: heartbeat` comments on a quiet SSE stream (0: "
@@ -394,6 +398,10 @@ result<built_config> build(const options& o) {
         std::chrono::milliseconds(o.integer("cluster-heartbeat-ms"));
     n.cluster.failure_timeout =
         std::chrono::milliseconds(o.integer("cluster-failure-timeout-ms"));
+    auto repl = o.str("replication");
+    if (repl != "sync" && repl != "off")
+      return error_info{"CONFIG", "--replication must be sync or off"};
+    n.cluster.replicate = repl == "sync";
     auto& s = b.server;
     s.host = o.str("host");
     auto port = o.integer("port");

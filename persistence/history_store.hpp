@@ -64,6 +64,28 @@ struct room_position {
   std::uint64_t offset = 0; // last stored offset; 0 when none
 };
 
+/// A piece of a room's history as its owner sends it to the replica: the
+/// events at offsets after+1, after+2, … in the owner's epoch, and the
+/// operation snapshot at the last of them (if the room has one).
+struct replica_batch {
+  std::string room;
+  std::string epoch;
+  std::uint64_t after = 0;
+  /// Drop what the replica holds and continue from `after` (the owner's
+  /// history before `after` was trimmed, or the replica is being reset).
+  bool reset = false;
+  std::vector<stored_event> events;
+  std::vector<snapshot_update> snapshots;
+};
+
+/// What a replica did with a batch: `ok` and its last offset now, or not ok
+/// (a gap: it holds less than `after`) with its last offset, from which the
+/// owner sends the missing events.
+struct replica_outcome {
+  bool ok = false;
+  std::uint64_t last = 0;
+};
+
 class history_store {
  public:
   virtual ~history_store() = default;
@@ -128,6 +150,17 @@ class history_store {
   /// Oldest offset still stored in `room`, or nullopt when none is.
   virtual result<std::optional<std::uint64_t>>
   first_offset(const std::string& room) = 0;
+
+  /// Replication: applies each batch so the room's history continues as the
+  /// owner's does, all batches in one transaction. For each batch: when the
+  /// room is new, its epoch differs or `reset` is set, the room's events and
+  /// snapshot are dropped and it takes the batch's epoch with last offset
+  /// `after`. Otherwise a batch with `after` past the room's last offset is
+  /// not applied (outcome not ok: a gap), and events the room holds past
+  /// `after` are replaced by the batch's (the owner's copy wins: a
+  /// replica's tail the owner never committed was never delivered).
+  virtual result<std::vector<replica_outcome>>
+  replicate(const std::vector<replica_batch>& batches) = 0;
 
   /// Every room the store knows, in no particular order (for retention
   /// sweeps over rooms that are no longer written).

@@ -143,6 +143,59 @@ result<std::vector<std::string>> memory_store::rooms() {
   return out;
 }
 
+namespace {
+
+/// Events of a batch must follow `after` densely.
+std::optional<error_info> check_batch(const replica_batch& b) {
+  auto at = b.after;
+  for (const auto& ev : b.events)
+    if (ev.room != b.room || ev.offset != ++at)
+      return error_info{"OFFSET_CONFLICT",
+                        "replicated events of room " + b.room +
+                            " do not follow offset " + std::to_string(b.after)};
+  for (const auto& up : b.snapshots)
+    if (up.room != b.room || up.offset > at)
+      return error_info{"OFFSET_CONFLICT",
+                        "replicated snapshot of room " + b.room +
+                            " is past its events"};
+  return std::nullopt;
+}
+
+} // namespace
+
+result<std::vector<replica_outcome>>
+memory_store::replicate(const std::vector<replica_batch>& batches) {
+  for (const auto& b : batches)
+    if (auto err = check_batch(b))
+      return *err;
+  std::vector<replica_outcome> out;
+  for (const auto& b : batches) {
+    auto r = rooms_.find(b.room);
+    if (r == rooms_.end() || b.reset || r->second.pos.epoch != b.epoch) {
+      auto& st = rooms_[b.room];
+      st = room_state{};
+      st.pos = room_position{b.epoch, b.after};
+      r = rooms_.find(b.room);
+    } else if (b.after > r->second.pos.offset) {
+      out.push_back({false, r->second.pos.offset});
+      continue;
+    }
+    auto& st = r->second;
+    st.events.erase(st.events.upper_bound(b.after), st.events.end());
+    if (st.snap && st.snap->offset > b.after)
+      st.snap.reset();
+    st.pos.offset = b.after;
+    for (const auto& ev : b.events) {
+      st.events.emplace(ev.offset, ev);
+      st.pos.offset = ev.offset;
+    }
+    for (const auto& up : b.snapshots)
+      st.snap = snapshot{up.offset, up.state};
+    out.push_back({true, st.pos.offset});
+  }
+  return out;
+}
+
 result<std::optional<std::uint64_t>>
 memory_store::first_offset(const std::string& room) {
   std::optional<std::uint64_t> none;

@@ -204,6 +204,7 @@ struct sqlite_store::impl {
   statement trim_count_cut, trim_age_cut, trim_delete;
   statement meta_get, meta_set;
   statement snapshot_get, snapshot_set, operation_get, operation_insert;
+  statement room_reset, events_cut, snapshot_cut;
 
   sqlite3* db() const { return conn.db; }
 
@@ -267,6 +268,15 @@ struct sqlite_store::impl {
                                  " state = excluded.state") &&
            prepare(operation_get, "SELECT kind, owner, meta, created_ms"
                                   " FROM operations WHERE id = ?1") &&
+           prepare(room_reset,
+                   "INSERT INTO rooms(room, epoch, last_offset)"
+                   " VALUES(?1, ?2, ?3) ON CONFLICT(room) DO UPDATE"
+                   " SET epoch = excluded.epoch,"
+                   " last_offset = excluded.last_offset") &&
+           prepare(events_cut,
+                   "DELETE FROM events WHERE room = ?1 AND offset > ?2") &&
+           prepare(snapshot_cut,
+                   "DELETE FROM snapshots WHERE room = ?1 AND offset > ?2") &&
            prepare(operation_insert,
                    "INSERT INTO operations(id, kind, owner, meta, created_ms)"
                    " VALUES(?1, ?2, ?3, ?4, ?5)");
@@ -734,6 +744,85 @@ result<std::vector<std::string>> sqlite_store::rooms() {
   while ((rc = u.step()) == SQLITE_ROW)
     out.push_back(u.col_text(0));
   if (rc != SQLITE_DONE)
+    return store_error(d.db());
+  return out;
+}
+
+result<std::vector<replica_outcome>>
+sqlite_store::replicate(const std::vector<replica_batch>& batches) {
+  auto& d = *impl_;
+  std::vector<replica_outcome> out;
+  if (batches.empty())
+    return out;
+  impl::transaction tx(d);
+  if (!tx.begin())
+    return store_error(d.db());
+  for (const auto& b : batches) {
+    auto found = d.find_room(b.room);
+    if (!found)
+      return found.error();
+    bool fresh = !found->has_value() || b.reset || (*found)->epoch != b.epoch;
+    if (!fresh && b.after > (*found)->offset) {
+      out.push_back({false, (*found)->offset}); // a gap: the owner backfills
+      continue;
+    }
+    // Everything past `after` goes (all of it for a fresh start): the
+    // owner's copy replaces a tail it never committed.
+    auto keep = static_cast<std::int64_t>(fresh ? 0 : b.after);
+    for (auto* st : {&d.events_cut, &d.snapshot_cut}) {
+      use u(*st);
+      if (!u.text(1, b.room).i64(2, keep).bound() || u.step() != SQLITE_DONE)
+        return store_error(d.db());
+    }
+    {
+      use u(d.room_reset);
+      if (!u.text(1, b.room)
+               .text(2, b.epoch)
+               .i64(3, clamp_i64(b.after))
+               .bound() ||
+          u.step() != SQLITE_DONE)
+        return store_error(d.db());
+    }
+    auto at = b.after;
+    for (const auto& ev : b.events) {
+      if (ev.room != b.room || ev.offset != at + 1 ||
+          ev.offset > static_cast<std::uint64_t>(max_i64))
+        return error_info{"OFFSET_CONFLICT",
+                          "replicated events of room " + b.room +
+                              " do not follow offset " +
+                              std::to_string(b.after)};
+      use u(d.event_insert);
+      u.text(1, ev.room)
+          .i64(2, static_cast<std::int64_t>(ev.offset))
+          .i64(3, ev.timestamp_ms)
+          .text(4, ev.type)
+          .text(5, ev.event)
+          .text(6, ev.data)
+          .text(7, ev.publish_id);
+      if (!u.bound() || u.step() != SQLITE_DONE)
+        return store_error(d.db());
+      at = ev.offset;
+    }
+    {
+      use u(d.room_set_offset);
+      if (!u.text(1, b.room).i64(2, static_cast<std::int64_t>(at)).bound() ||
+          u.step() != SQLITE_DONE)
+        return store_error(d.db());
+    }
+    for (const auto& up : b.snapshots) {
+      if (up.room != b.room || up.offset > at)
+        return error_info{"OFFSET_CONFLICT", "replicated snapshot of room " +
+                                                 b.room + " is past its events"};
+      use u(d.snapshot_set);
+      u.text(1, up.room)
+          .i64(2, static_cast<std::int64_t>(up.offset))
+          .text(3, up.state);
+      if (!u.bound() || u.step() != SQLITE_DONE)
+        return store_error(d.db());
+    }
+    out.push_back({true, at});
+  }
+  if (!tx.commit())
     return store_error(d.db());
   return out;
 }

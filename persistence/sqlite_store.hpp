@@ -50,6 +50,8 @@ class sqlite_store : public history_store {
   result<std::optional<std::uint64_t>>
   first_offset(const std::string& room) override;
   result<std::vector<std::string>> rooms() override;
+  result<std::vector<replica_outcome>>
+  replicate(const std::vector<replica_batch>& batches) override;
   result<std::optional<snapshot>>
   get_snapshot(const std::string& room) override;
   result<bool> create_operation(const operation_record& op) override;

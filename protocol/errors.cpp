@@ -84,13 +84,15 @@ constexpr close_entry closes[] = {
      "Operation connection limit exceeded"},
     {cc::normal, "operation_completed", "Operation completed"},
     {cc::policy_violation, "scan_disabled", "Directory scans are disabled"},
+    {cc::service_restart, "room_moved",
+     "Room moved to another node: reconnect and resume"},
 };
 
 static_assert(sizeof(errors) / sizeof(errors[0]) ==
                   static_cast<std::size_t>(ec::invalid_query) + 1,
               "one error entry per error_code");
 static_assert(sizeof(closes) / sizeof(closes[0]) ==
-                  static_cast<std::size_t>(cr::scan_disabled) + 1,
+                  static_cast<std::size_t>(cr::room_moved) + 1,
               "one close entry per close_reason");
 
 } // namespace

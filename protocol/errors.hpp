@@ -67,6 +67,7 @@ enum class close_code : std::uint16_t {
   policy_violation = 1008, // bad or missing token, auth timeout, origin
   message_too_big = 1009,
   internal_error = 1011,
+  service_restart = 1012, // the room moved to another node: resubscribe
   try_again_later = 1013, // connection limits
   slow_consumer = 4001,   // send queue exceeded its byte bound
   rate_limited = 4029,    // kept sending commands far above the limit
@@ -102,6 +103,8 @@ enum class close_reason : std::uint8_t {
   operation_connection_limit, // S3: per-operation connection limit
   operation_completed,        // S3: closed after the terminal status
   scan_disabled,              // S3 /ws/scan/{id}: no --scan-root configured
+  // Cluster:
+  room_moved, // the room's history moved on without this node's copy
 };
 
 const close_entry& describe(close_reason reason);
