@@ -16,8 +16,10 @@
 #include <caf/all.hpp>
 
 #include <array>
+#include <cstdio>
 #include <deque>
 #include <optional>
+#include <functional>
 #include <map>
 #include <unordered_map>
 
@@ -86,7 +88,11 @@ struct room_state {
   caf::actor replica_ep; // owner: the replica node's directory
   bool replica_synced = false;
   bool replica_syncing = false;
-  std::uint64_t repl_unanswered = 0;
+  // Replications awaiting the replica's answer, by sequence number (in
+  // offset order).
+  std::map<std::uint64_t, std::function<void(bool, std::uint64_t)>>
+      repl_waiting;
+  std::uint64_t repl_seq = 0;
   bool view_pending = false; // a role change waits for in-flight appends
   // Publishes waiting for the replica's sync.
   std::deque<std::pair<protocol::publish_request, caf::response_promise>> held;
@@ -419,6 +425,28 @@ void release_waiters(room_state& st, std::uint64_t offset,
 bool replica_ready(room_actor* self);
 void replica_failed(room_actor* self);
 
+/// Runs the continuation of replication number `seq`, once.
+void replica_answered(room_actor* self, std::uint64_t seq, bool ok,
+                      std::uint64_t last) {
+  auto& w = self->state.repl_waiting;
+  auto i = w.find(seq);
+  if (i == w.end())
+    return; // given up on already
+  auto k = std::move(i->second);
+  w.erase(i);
+  k(ok, last);
+}
+
+/// Gives up on every replication still unanswered (their publishes fail
+/// with `unavailable`; a retry with the same publish_id is safe).
+void abandon_replication(room_actor* self) {
+  auto w = std::move(self->state.repl_waiting);
+  self->state.repl_waiting.clear();
+  for (auto& [seq, k] : w)
+    k(false, 0);
+}
+void owner_behind(room_actor* self);
+
 caf::result<std::uint64_t> publish(room_actor* self,
                                    protocol::publish_request& req) {
   auto& st = self->state;
@@ -521,24 +549,32 @@ caf::result<std::uint64_t> publish(room_actor* self,
     batch.snapshots.push_back(*snap);
   auto& c = st.node->counters;
   c.replication_sent.fetch_add(1, std::memory_order_relaxed);
-  auto lag = ++st.repl_unanswered;
+  auto lag = st.repl_waiting.size() + 1;
   if (lag > c.replication_lag.load(std::memory_order_relaxed))
     c.replication_lag.store(lag, std::memory_order_relaxed);
+  auto offset = pub.offset;
+  auto seq = ++st.repl_seq;
+  // Answered once: by the replica, or given up (timeout, view change).
+  st.repl_waiting.emplace(seq, [=](bool ok,
+                                      std::uint64_t last) mutable {
+    if (ok)
+      return store_here();
+    replica_failed(self);
+    failed(caf::make_error(caf::sec::request_timeout, "unavailable"));
+    if (last > offset - 1)
+      owner_behind(self);
+  });
   self->request(st.replica_ep, st.cfg.remote_timeout, repl_atom::value,
                 st.node_id, std::move(batch))
       .then(
-          [=](bool ok, std::uint64_t) mutable {
-            --self->state.repl_unanswered;
-            if (ok)
-              return store_here();
-            replica_failed(self);
-            failed(caf::make_error(caf::sec::request_timeout, "unavailable"));
+          [=](bool ok, std::uint64_t last) {
+            replica_answered(self, seq, ok, last);
           },
-          [=](caf::error&) mutable {
-            --self->state.repl_unanswered;
-            replica_failed(self);
-            failed(caf::make_error(caf::sec::request_timeout, "unavailable"));
-          });
+          [=](caf::error&) { replica_answered(self, seq, false, 0); });
+  // CAF's request timeout does not fire for a reply lost with a dropped
+  // node connection; this one does.
+  self->delayed_send(self, st.cfg.remote_timeout + std::chrono::milliseconds(500),
+                     repl_atom::value, seq);
   return rp;
 }
 
@@ -662,6 +698,13 @@ caf::actor endpoint_of(const placement_view& v, const std::string& node) {
   return caf::actor_cast<caf::actor>(i->second);
 }
 
+/// The same proxy, not just the same actor: handles compare equal by node
+/// and id, but after a dropped connection the old proxy is dead.
+bool same_handle(const caf::actor& a, const caf::actor& b) {
+  return caf::actor_cast<caf::strong_actor_ptr>(a).get() ==
+         caf::actor_cast<caf::strong_actor_ptr>(b).get();
+}
+
 caf::error unavailable() {
   return caf::make_error(caf::sec::request_timeout, "unavailable");
 }
@@ -774,6 +817,11 @@ void sync_replica(room_actor* self) {
             auto target = st.committed;
             if (epoch == st.epoch && offset == target)
               return done(true);
+            if (epoch == st.epoch && offset > target) {
+              st.replica_syncing = false;
+              release_held(self, false);
+              return owner_behind(self);
+            }
             bool tail = epoch == st.epoch && offset < target &&
                         target - offset <= st.cfg.replay_limit;
             auto after =
@@ -816,10 +864,13 @@ void sync_replica(room_actor* self) {
 void update_replica(room_actor* self, const placement_view& v) {
   auto& st = self->state;
   auto rep = st.cfg.replicate ? v.replica(st.id.str()) : std::string{};
-  if (rep == st.replica_node && (rep.empty() || st.replica_ep))
+  auto ep = rep.empty() ? caf::actor{} : endpoint_of(v, rep);
+  // The same node may come with a new handle: after a dropped connection
+  // the old proxy is dead and what is sent to it vanishes.
+  if (rep == st.replica_node && same_handle(ep, st.replica_ep))
     return;
   st.replica_node = rep;
-  st.replica_ep = rep.empty() ? caf::actor{} : endpoint_of(v, rep);
+  st.replica_ep = std::move(ep);
   st.replica_synced = false;
   st.replica_syncing = false;
   if (!st.replica_ep)
@@ -850,6 +901,9 @@ void load_local_state(room_actor* self) {
           [=](caf::error& err) { self->quit(std::move(err)); });
 }
 
+void fill_gap(room_actor* self, caf::actor source, std::uint64_t from,
+              std::uint64_t to);
+
 struct copy_at {
   caf::actor ep; // null: this node's own store
   std::string epoch;
@@ -865,11 +919,17 @@ void finish_takeover(room_actor* self, std::string epoch,
   if (!st.epoch.empty() && has_subscribers(st) &&
       (epoch != st.epoch || offset < st.committed))
     close_subscribers(self);
-  for (auto& [addr, m] : st.mirrors)
-    self->demonitor(m);
-  st.mirrors.clear();
+  // Local subscribers of a room that was behind (a mirror, or an owner
+  // that was frozen while another node owned the room) get what they
+  // missed from the copy now in this node's store.
+  auto gap_from = !st.epoch.empty() && epoch == st.epoch &&
+                          offset > st.committed &&
+                          (!st.subs.empty() || !st.catching_up.empty())
+                      ? st.committed
+                      : offset;
+  bool was_owner = st.mode == role::owner;
   st.epoch = std::move(epoch);
-  st.assigned = st.committed = offset;
+  st.assigned = st.committed = gap_from;
   set_mode(self, role::owner);
   st.attached = false;
   st.owner_node = st.node_id;
@@ -878,8 +938,10 @@ void finish_takeover(room_actor* self, std::string epoch,
     self->demonitor(st.owner_room);
     st.owner_room = nullptr;
   }
-  if (probed)
+  if (probed && !was_owner)
     st.node->counters.takeovers.fetch_add(1, std::memory_order_relaxed);
+  if (gap_from < offset)
+    fill_gap(self, st.writer, gap_from, offset);
   load_local_state(self);
   if (auto v = view_of(st))
     update_replica(self, *v);
@@ -1054,7 +1116,7 @@ void attach(room_actor* self) {
     return;
   }
   self->request(ep, st.cfg.remote_timeout, r_attach_atom::value, st.id.str(),
-                caf::actor_cast<caf::actor>(self))
+                caf::actor_cast<caf::actor>(self), st.epoch, st.committed)
       .await(
           [=](std::string& epoch, std::uint64_t committed, bool op_exists,
               std::string& op_state, caf::actor& owner_room) {
@@ -1097,18 +1159,35 @@ void on_view(room_actor* self) {
   if (!v || st.retiring)
     return;
   auto owner = v->owner(st.id.str());
-  if (st.mode == role::owner && owner == st.node_id) {
-    update_replica(self, *v);
-    return;
-  }
+  // Answers lost with a dropped connection never come: a new view gives up
+  // on them, so the role change below is not held up.
+  abandon_replication(self);
   if (st.mode == role::owner && st.in_flight > 0) {
     st.view_pending = true; // publishes wait; append_done comes back here
     return;
   }
   st.view_pending = false;
-  if (st.mode == role::mirror && owner == st.owner_node && st.attached)
+  if (st.mode == role::mirror && owner == st.owner_node && st.attached &&
+      same_handle(endpoint_of(*v, owner), st.owner_ep))
     return;
-  attach(self); // takes over when this node is the owner now
+  // Takes over when this node is the owner now. An owner that stays owner
+  // looks again too: if it was cut off (frozen, partitioned) while another
+  // node owned the room, the live members hold further history, which it
+  // adopts before assigning another offset.
+  attach(self);
+}
+
+/// The replica holds more of the room than this owner: this owner missed
+/// history (or an append it gave up on did reach the replica). It looks for
+/// the furthest copy again once its appends are done.
+void owner_behind(room_actor* self) {
+  auto& st = self->state;
+  st.replica_synced = false;
+  if (st.in_flight > 0) {
+    st.view_pending = true;
+    return;
+  }
+  take_over(self);
 }
 
 caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
@@ -1217,7 +1296,8 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
       [=](publish_atom, protocol::publish_request& req) {
         return publish(self, req);
       },
-      [=](r_attach_atom, caf::actor& mirror)
+      [=](r_attach_atom, caf::actor& mirror, const std::string& epoch,
+          std::uint64_t seen)
           -> caf::result<std::string, std::uint64_t, bool, std::string,
                          caf::actor> {
         auto& st = self->state;
@@ -1225,6 +1305,13 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         st.last_activity = self->clock().now();
         if (st.mode != role::owner || st.view_pending || !mirror)
           return unavailable();
+        if (epoch == st.epoch && seen > st.committed) {
+          // The mirror delivered more than this owner holds: this node was
+          // cut off while another owned the room. Catch up first; the
+          // mirror asks again.
+          owner_behind(self);
+          return unavailable();
+        }
         if (st.mirrors.emplace(mirror.address(), mirror).second)
           self->monitor(mirror);
         return {st.epoch, st.committed, st.op_exists, st.op_state,
@@ -1255,6 +1342,9 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         fan_out(self, to_publication(st.id, st.epoch, std::move(ev)));
       },
       [=](view_atom) { on_view(self); },
+      [=](repl_atom, std::uint64_t seq) {
+        replica_answered(self, seq, false, 0);
+      },
       [=](r_opcreate_atom, std::string& state) {
         auto& st = self->state;
         if (st.mode != role::mirror || !st.owner_room ||

@@ -80,7 +80,7 @@ struct room_config {
   /// it stored it (false: the owner's commit alone acknowledges).
   bool replicate = true;
   /// Bound on one request to another node (attach, replication, reads).
-  std::chrono::milliseconds remote_timeout{5000};
+  std::chrono::milliseconds remote_timeout{2000};
 };
 
 /// Spawned by the directory; `directory` receives idle requests.

@@ -260,14 +260,14 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         self->delegate(e.room, state_atom::value);
         return caf::delegated<caf::message>{};
       },
-      [=](r_attach_atom a, const std::string& key,
-          caf::actor& mirror) -> caf::result<caf::message> {
+      [=](r_attach_atom a, const std::string& key, caf::actor& mirror,
+          std::string& epoch, std::uint64_t seen) -> caf::result<caf::message> {
         auto id = protocol::parse_room_id(key);
         if (!id || route_of(self, key).elsewhere)
           return not_owner();
         auto& e = room_for(self, *id);
         ++e.forwarded;
-        self->delegate(e.room, a, std::move(mirror));
+        self->delegate(e.room, a, std::move(mirror), std::move(epoch), seen);
         return caf::delegated<caf::message>{};
       },
       // This node's copy of a room's history, for a node taking the room

@@ -108,10 +108,13 @@ membership_view make_view(membership_actor* self) {
 }
 
 /// Tells observers when the live (id, incarnation) set changed.
-void publish_view_if_changed(membership_actor* self) {
+/// Publishes a new view when the live set changed or `force` (a member's
+/// endpoint handle changed: after a dropped connection the old proxy is
+/// dead, and messages to it vanish).
+void publish_view_if_changed(membership_actor* self, bool force = false) {
   auto& st = self->state;
   auto live = st.table->live_members();
-  if (live == st.last_view)
+  if (live == st.last_view && !force)
     return;
   st.last_view = std::move(live);
   ++st.view_version;
@@ -303,9 +306,10 @@ bool on_contact(membership_actor* self, const member_info& info) {
     p.actor = sender;
     self->monitor(sender);
   }
+  bool new_endpoint = p.endpoint != info.endpoint;
   p.endpoint = info.endpoint;
   p.incarnation = info.addr.incarnation;
-  publish_view_if_changed(self);
+  publish_view_if_changed(self, new_endpoint);
   return true;
 }
 
