@@ -155,10 +155,12 @@ class history_store {
   /// owner's does, all batches in one transaction. For each batch: when the
   /// room is new, its epoch differs or `reset` is set, the room's events and
   /// snapshot are dropped and it takes the batch's epoch with last offset
-  /// `after`. Otherwise a batch with `after` past the room's last offset is
-  /// not applied (outcome not ok: a gap), and events the room holds past
-  /// `after` are replaced by the batch's (the owner's copy wins: a
-  /// replica's tail the owner never committed was never delivered).
+  /// `after`. Otherwise a batch applies only when `after` is the room's
+  /// last offset; else the outcome is not ok with the room's last offset:
+  /// below `after` a gap the owner fills, above it this copy holds events
+  /// the sender lacks (it must look for the furthest copy before it may
+  /// assign offsets again). A replica never drops events on its own: only
+  /// a `reset` replaces them.
   virtual result<std::vector<replica_outcome>>
   replicate(const std::vector<replica_batch>& batches) = 0;
 

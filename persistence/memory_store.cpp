@@ -176,7 +176,7 @@ memory_store::replicate(const std::vector<replica_batch>& batches) {
       st = room_state{};
       st.pos = room_position{b.epoch, b.after};
       r = rooms_.find(b.room);
-    } else if (b.after > r->second.pos.offset) {
+    } else if (b.after != r->second.pos.offset) {
       out.push_back({false, r->second.pos.offset});
       continue;
     }

@@ -762,12 +762,11 @@ sqlite_store::replicate(const std::vector<replica_batch>& batches) {
     if (!found)
       return found.error();
     bool fresh = !found->has_value() || b.reset || (*found)->epoch != b.epoch;
-    if (!fresh && b.after > (*found)->offset) {
-      out.push_back({false, (*found)->offset}); // a gap: the owner backfills
+    if (!fresh && b.after != (*found)->offset) {
+      out.push_back({false, (*found)->offset}); // a gap, or a stale sender
       continue;
     }
-    // Everything past `after` goes (all of it for a fresh start): the
-    // owner's copy replaces a tail it never committed.
+    // A fresh start drops what the room held.
     auto keep = static_cast<std::int64_t>(fresh ? 0 : b.after);
     for (auto* st : {&d.events_cut, &d.snapshot_cut}) {
       use u(*st);
