@@ -767,7 +767,7 @@ sqlite_store::replicate(const std::vector<replica_batch>& batches) {
       continue;
     }
     // A fresh start drops what the room held.
-    auto keep = static_cast<std::int64_t>(fresh ? 0 : b.after);
+    auto keep = fresh ? std::int64_t{-1} : static_cast<std::int64_t>(b.after);
     for (auto* st : {&d.events_cut, &d.snapshot_cut}) {
       use u(*st);
       if (!u.text(1, b.room).i64(2, keep).bound() || u.step() != SQLITE_DONE)

@@ -17,6 +17,7 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -1171,4 +1172,612 @@ TEST_CASE("a failed v2 migration leaves the v1 file as it was",
   CHECK(count_tables(raw, "snapshots") == "0");
   CHECK(raw.text("SELECT count(*) FROM events") == "4");
   CHECK(raw.text("SELECT last_offset FROM rooms WHERE room = 'job:b'") == "5");
+}
+
+// --- replication, every implementation --------------------------------------
+
+namespace {
+
+// A replicated event: distinct timestamp, type, data and publish_id per
+// offset and `tag`, so a read-back shows which copy is stored.
+stored_event rev(const std::string& room, std::uint64_t offset,
+                 const std::string& tag = "r") {
+  auto e = ev(room, offset, 1000 + static_cast<std::int64_t>(offset) * 10,
+              tag + "-" + std::to_string(offset));
+  e.type = offset % 3 ? "progress" : "status";
+  e.data = R"({"n":)" + std::to_string(offset) + R"(,"tag":")" + tag +
+           R"(","s":"é \"q\""})";
+  return e;
+}
+
+// `count` events after `after`, as an owner sends them.
+replica_batch rbatch(const std::string& room, const std::string& epoch,
+                     std::uint64_t after, std::uint64_t count,
+                     bool reset = false, const std::string& tag = "r") {
+  replica_batch b;
+  b.room = room;
+  b.epoch = epoch;
+  b.after = after;
+  b.reset = reset;
+  for (std::uint64_t i = 1; i <= count; ++i)
+    b.events.push_back(rev(room, after + i, tag));
+  return b;
+}
+
+replica_batch with_snapshot(replica_batch b, std::uint64_t offset,
+                            const std::string& state) {
+  b.snapshots.push_back({b.room, offset, state});
+  return b;
+}
+
+// "ok:5 no:3" for outcomes {true, 5}, {false, 3}.
+std::string describe(const std::vector<replica_outcome>& outs) {
+  std::string s;
+  for (const auto& o : outs)
+    s += (s.empty() ? "" : " ") + std::string(o.ok ? "ok:" : "no:") +
+         std::to_string(o.last);
+  return s;
+}
+
+std::string replicated(history_store& store,
+                       const std::vector<replica_batch>& batches) {
+  auto r = store.replicate(batches);
+  INFO((r ? std::string{} : r.error().code + ": " + r.error().message));
+  REQUIRE(r);
+  return describe(*r);
+}
+
+std::string replicate_code(history_store& store,
+                           const std::vector<replica_batch>& batches) {
+  auto r = store.replicate(batches);
+  return r ? "ok " + describe(*r) : r.error().code;
+}
+
+room_position pos_of(history_store& store, const std::string& room) {
+  auto r = store.position(room);
+  REQUIRE(r);
+  return *r;
+}
+
+std::vector<stored_event> events_of(history_store& store,
+                                    const std::string& room) {
+  auto r = store.read_since(room, 0, 1000);
+  REQUIRE(r);
+  return *r;
+}
+
+offs stored_offsets(history_store& store, const std::string& room) {
+  return offsets(events_of(store, room));
+}
+
+std::optional<std::uint64_t> first_of(history_store& store,
+                                      const std::string& room) {
+  auto r = store.first_offset(room);
+  REQUIRE(r);
+  return *r;
+}
+
+std::optional<std::uint64_t> publish_id_of(history_store& store,
+                                           const std::string& room,
+                                           const std::string& id) {
+  auto r = store.find_publish_id(room, id);
+  REQUIRE(r);
+  return *r;
+}
+
+std::set<std::string> room_set(history_store& store) {
+  auto r = store.rooms();
+  REQUIRE(r);
+  return {r->begin(), r->end()};
+}
+
+void require_events(history_store& store, const std::string& room,
+                    const std::vector<stored_event>& want) {
+  auto got = events_of(store, room);
+  INFO("room " << room);
+  REQUIRE(offsets(got) == offsets(want));
+  for (std::size_t i = 0; i < got.size(); ++i)
+    require_same(got[i], want[i]);
+}
+
+// Everything a store holds, read without creating rooms.
+struct store_view {
+  std::set<std::string> rooms;
+  std::map<std::string, room_position> pos;
+  std::map<std::string, std::vector<stored_event>> events;
+  std::map<std::string, std::optional<snapshot>> snaps;
+};
+
+store_view view_of(history_store& store) {
+  store_view v;
+  v.rooms = room_set(store);
+  for (const auto& room : v.rooms) {
+    v.pos[room] = pos_of(store, room);
+    v.events[room] = events_of(store, room);
+    v.snaps[room] = snap_of(store, room);
+  }
+  return v;
+}
+
+void require_unchanged(history_store& store, const store_view& before) {
+  auto now = view_of(store);
+  REQUIRE(now.rooms == before.rooms);
+  for (const auto& room : before.rooms) {
+    INFO("room " << room);
+    CHECK(now.pos[room].epoch == before.pos.at(room).epoch);
+    CHECK(now.pos[room].offset == before.pos.at(room).offset);
+    require_events(store, room, before.events.at(room));
+    const auto& s = before.snaps.at(room);
+    REQUIRE(now.snaps[room].has_value() == s.has_value());
+    if (s) {
+      CHECK(now.snaps[room]->offset == s->offset);
+      CHECK(now.snaps[room]->state == s->state);
+    }
+  }
+}
+
+} // namespace
+
+STORE_TEST("replicate into an unknown room takes the batch's epoch") {
+  TestType fx;
+  auto store = fx.make();
+  auto after = GENERATE(as<std::uint64_t>{}, 0, 4);
+  INFO("after " << after);
+  auto b = rbatch("job:r", "E1", after, 3);
+  CHECK(replicated(*store, {b}) == "ok:" + std::to_string(after + 3));
+
+  auto pos = pos_of(*store, "job:r");
+  CHECK(pos.epoch == "E1");
+  CHECK(pos.offset == after + 3);
+  require_events(*store, "job:r", b.events);
+  CHECK(first_of(*store, "job:r") == after + 1);
+  CHECK(publish_id_of(*store, "job:r", "r-" + std::to_string(after + 2)) ==
+        after + 2);
+  CHECK_FALSE(publish_id_of(*store, "job:r", "r-" + std::to_string(after)));
+  CHECK_FALSE(snap_of(*store, "job:r"));
+  CHECK(room_set(*store).count("job:r") == 1);
+  // Reading from the middle works as for appended events.
+  auto tail = store->read_since("job:r", after + 2, 100);
+  REQUIRE(tail);
+  CHECK(offsets(*tail) == offs{after + 3});
+}
+
+STORE_TEST("replicate appends a batch that continues the room") {
+  TestType fx;
+  auto store = fx.make();
+  auto first = rbatch("job:r", "E1", 0, 3);
+  CHECK(replicated(*store, {first}) == "ok:3");
+
+  SECTION("with events") {
+    auto next = rbatch("job:r", "E1", 3, 2);
+    CHECK(replicated(*store, {next}) == "ok:5");
+    auto want = first.events;
+    want.insert(want.end(), next.events.begin(), next.events.end());
+    require_events(*store, "job:r", want);
+    auto pos = pos_of(*store, "job:r");
+    CHECK(pos.epoch == "E1");
+    CHECK(pos.offset == 5);
+    CHECK(first_of(*store, "job:r") == std::optional<std::uint64_t>{1});
+  }
+  SECTION("without events") {
+    CHECK(replicated(*store, {rbatch("job:r", "E1", 3, 0)}) == "ok:3");
+    require_events(*store, "job:r", first.events);
+    CHECK(pos_of(*store, "job:r").offset == 3);
+  }
+}
+
+STORE_TEST("replicate refuses a gap and writes nothing") {
+  TestType fx;
+  auto store = fx.make();
+  auto first = with_snapshot(rbatch("job:r", "E1", 0, 3), 3, "s3");
+  CHECK(replicated(*store, {first}) == "ok:3");
+  auto before = view_of(*store);
+
+  auto gap = GENERATE(as<std::uint64_t>{}, 4, 10);
+  INFO("after " << gap);
+  auto b = with_snapshot(rbatch("job:r", "E1", gap, 2), gap + 2, "later");
+  CHECK(replicated(*store, {b}) == "no:3");
+  require_unchanged(*store, before);
+  CHECK_FALSE(publish_id_of(*store, "job:r", "r-" + std::to_string(gap + 1)));
+  require_snapshot(*store, "job:r", 3, "s3");
+
+  // The owner fills the gap from the outcome's last offset.
+  CHECK(replicated(*store, {rbatch("job:r", "E1", 3, gap - 3), b}) ==
+        "ok:" + std::to_string(gap) + " ok:" + std::to_string(gap + 2));
+  CHECK(stored_offsets(*store, "job:r").size() == gap + 2);
+  require_snapshot(*store, "job:r", gap + 2, "later");
+}
+
+STORE_TEST("replicate refuses an overlap and drops nothing") {
+  TestType fx;
+  auto store = fx.make();
+  auto first = with_snapshot(rbatch("job:r", "E1", 0, 5), 5, "s5");
+  CHECK(replicated(*store, {first}) == "ok:5");
+  auto before = view_of(*store);
+
+  auto after = GENERATE(as<std::uint64_t>{}, 0, 2, 4);
+  auto count = GENERATE(as<std::uint64_t>{}, 0, 1, 3);
+  INFO("after " << after << ", " << count << " events");
+  // Other content at the same offsets: the replica must keep its own.
+  auto b = rbatch("job:r", "E1", after, count, false, "other");
+  if (count > 0)
+    b = with_snapshot(b, after + count, "other");
+  CHECK(replicated(*store, {b}) == "no:5");
+  require_unchanged(*store, before);
+  require_events(*store, "job:r", first.events);
+  require_snapshot(*store, "job:r", 5, "s5");
+  CHECK_FALSE(
+      publish_id_of(*store, "job:r", "other-" + std::to_string(after + 1)));
+}
+
+STORE_TEST("replicate with another epoch drops the room and continues") {
+  TestType fx;
+  auto store = fx.make();
+  std::vector<stored_event> own;
+  for (std::uint64_t i = 1; i <= 5; ++i)
+    own.push_back(ev("job:r", i, 10, "old-" + std::to_string(i)));
+  REQUIRE(store->append(own, {{"job:r", 4, "s4"}}));
+  auto old_epoch = pos_of(*store, "job:r").epoch;
+  REQUIRE(old_epoch != "E2");
+
+  auto after = GENERATE(as<std::uint64_t>{}, 0, 2, 5, 7);
+  INFO("after " << after);
+  auto b = rbatch("job:r", "E2", after, 2);
+  CHECK(replicated(*store, {b}) == "ok:" + std::to_string(after + 2));
+  auto pos = pos_of(*store, "job:r");
+  CHECK(pos.epoch == "E2");
+  CHECK(pos.offset == after + 2);
+  require_events(*store, "job:r", b.events);
+  CHECK(first_of(*store, "job:r") == after + 1);
+  CHECK_FALSE(snap_of(*store, "job:r"));
+  for (std::uint64_t i = 1; i <= 5; ++i)
+    CHECK_FALSE(publish_id_of(*store, "job:r", "old-" + std::to_string(i)));
+
+  SECTION("the new epoch is kept: a later batch in it continues") {
+    CHECK(replicated(*store, {rbatch("job:r", "E2", after + 2, 1)}) ==
+          "ok:" + std::to_string(after + 3));
+    CHECK(pos_of(*store, "job:r").epoch == "E2");
+    CHECK(stored_offsets(*store, "job:r") ==
+          offs{after + 1, after + 2, after + 3});
+  }
+  SECTION("and a gap in the new epoch is refused") {
+    CHECK(replicated(*store, {rbatch("job:r", "E2", after + 3, 1)}) ==
+          "no:" + std::to_string(after + 2));
+  }
+}
+
+STORE_TEST("replicate with reset in the same epoch drops and continues") {
+  TestType fx;
+  auto store = fx.make();
+  auto first = with_snapshot(rbatch("job:r", "E1", 0, 5), 5, "s5");
+  CHECK(replicated(*store, {first}) == "ok:5");
+  REQUIRE(store->append({ev("job:other", 1)}));
+  auto other_before = events_of(*store, "job:other");
+
+  auto after = GENERATE(as<std::uint64_t>{}, 0, 2, 5, 9);
+  INFO("after " << after);
+  auto b = rbatch("job:r", "E1", after, 2, true, "reset");
+  CHECK(replicated(*store, {b}) == "ok:" + std::to_string(after + 2));
+  auto pos = pos_of(*store, "job:r");
+  CHECK(pos.epoch == "E1");
+  CHECK(pos.offset == after + 2);
+  require_events(*store, "job:r", b.events);
+  CHECK(first_of(*store, "job:r") == after + 1);
+  CHECK_FALSE(snap_of(*store, "job:r"));
+  CHECK_FALSE(publish_id_of(*store, "job:r", "r-1"));
+  // Other rooms are untouched.
+  require_events(*store, "job:other", other_before);
+}
+
+STORE_TEST("replicate with reset and no events leaves the room at after") {
+  TestType fx;
+  auto store = fx.make();
+  auto first = with_snapshot(rbatch("job:r", "E1", 0, 5), 5, "s5");
+  CHECK(replicated(*store, {first}) == "ok:5");
+
+  auto epoch = GENERATE(as<std::string>{}, "E1", "E2");
+  auto after = GENERATE(as<std::uint64_t>{}, 0, 3, 8);
+  INFO("epoch " << epoch << ", after " << after);
+  CHECK(replicated(*store, {rbatch("job:r", epoch, after, 0, true)}) ==
+        "ok:" + std::to_string(after));
+  auto pos = pos_of(*store, "job:r");
+  CHECK(pos.epoch == epoch);
+  CHECK(pos.offset == after);
+  CHECK(stored_offsets(*store, "job:r").empty());
+  CHECK_FALSE(first_of(*store, "job:r"));
+  CHECK_FALSE(snap_of(*store, "job:r"));
+  // The room continues from `after`, by append as by replication.
+  CHECK(code_of(store->append({ev("job:r", after)})) == "OFFSET_CONFLICT");
+  CHECK(code_of(store->append({ev("job:r", after + 2)})) == "OFFSET_CONFLICT");
+  REQUIRE(store->append({ev("job:r", after + 1)}));
+  CHECK(stored_offsets(*store, "job:r") == offs{after + 1});
+}
+
+STORE_TEST("replicate stores a batch's snapshots with its events") {
+  TestType fx;
+  auto store = fx.make();
+  CHECK(replicated(*store, {with_snapshot(rbatch("job:r", "E1", 4, 3), 7,
+                                          "s7")}) == "ok:7");
+  require_snapshot(*store, "job:r", 7, "s7");
+
+  SECTION("a continuing batch replaces it") {
+    CHECK(replicated(*store, {with_snapshot(rbatch("job:r", "E1", 7, 2), 9,
+                                            R"({"x":"é \"q\""})")}) == "ok:9");
+    require_snapshot(*store, "job:r", 9, R"({"x":"é \"q\""})");
+  }
+  SECTION("a continuing batch without a snapshot keeps it") {
+    CHECK(replicated(*store, {rbatch("job:r", "E1", 7, 2)}) == "ok:9");
+    require_snapshot(*store, "job:r", 7, "s7");
+  }
+  SECTION("a batch of only a snapshot at the last offset") {
+    CHECK(replicated(*store, {with_snapshot(rbatch("job:r", "E1", 7, 0), 7,
+                                            "again")}) == "ok:7");
+    require_snapshot(*store, "job:r", 7, "again");
+  }
+  SECTION("a reset batch brings its own") {
+    CHECK(replicated(*store, {with_snapshot(rbatch("job:r", "E1", 20, 1, true),
+                                            21, "s21")}) == "ok:21");
+    require_snapshot(*store, "job:r", 21, "s21");
+  }
+  SECTION("several rooms in one call") {
+    CHECK(replicated(*store,
+                     {with_snapshot(rbatch("job:a", "Ea", 0, 2), 2, "a2"),
+                      with_snapshot(rbatch("job:r", "E1", 7, 1), 8, "s8")}) ==
+          "ok:2 ok:8");
+    require_snapshot(*store, "job:a", 2, "a2");
+    require_snapshot(*store, "job:r", 8, "s8");
+  }
+  // The stored snapshot bounds appends as any other does.
+  auto last = pos_of(*store, "job:r").offset;
+  CHECK(code_of(store->put_snapshot("job:r", last + 1, "x")) ==
+        "OFFSET_CONFLICT");
+}
+
+namespace {
+
+// The state the malformed-call tests start from: a replicated room with a
+// snapshot and an appended room.
+void seed_for_refusals(history_store& store) {
+  REQUIRE(replicated(store, {with_snapshot(rbatch("job:a", "Ea", 0, 3), 3,
+                                           "a3")}) == "ok:3");
+  REQUIRE(store.append({ev("job:b", 1), ev("job:b", 2)}, {{"job:b", 2, "b2"}}));
+}
+
+} // namespace
+
+STORE_TEST("replicate refuses a snapshot past its events and applies nothing") {
+  TestType fx;
+  auto store = fx.make();
+  seed_for_refusals(*store);
+  auto before = view_of(*store);
+
+  std::vector<replica_batch> call;
+  SECTION("past the batch's events") {
+    call = {with_snapshot(rbatch("job:a", "Ea", 3, 2), 6, "a6")};
+  }
+  SECTION("in a batch without events") {
+    call = {with_snapshot(rbatch("job:a", "Ea", 3, 0), 4, "a4")};
+  }
+  SECTION("in a new room") {
+    call = {with_snapshot(rbatch("job:new", "En", 0, 1), 2, "n2")};
+  }
+  SECTION("after good batches of the same call") {
+    call = {rbatch("job:new", "En", 0, 2), rbatch("job:a", "Ea", 3, 1),
+            with_snapshot(rbatch("job:b", "Eb", 5, 1), 7, "b7")};
+  }
+  SECTION("before a good batch of the same call") {
+    call = {with_snapshot(rbatch("job:a", "Ea", 3, 1), 5, "a5"),
+            rbatch("job:new", "En", 0, 2)};
+  }
+  SECTION("in a reset batch: the room is not dropped") {
+    call = {with_snapshot(rbatch("job:a", "Ea", 0, 1, true), 2, "a2")};
+  }
+  SECTION("in another epoch: the room is not dropped") {
+    call = {with_snapshot(rbatch("job:b", "Eb", 9, 1), 11, "b11")};
+  }
+  SECTION("a snapshot of another room") {
+    auto b = rbatch("job:a", "Ea", 3, 1);
+    b.snapshots.push_back({"job:b", 1, "b1"});
+    call = {rbatch("job:new", "En", 0, 1), b};
+  }
+  CHECK(replicate_code(*store, call) == "OFFSET_CONFLICT");
+  require_unchanged(*store, before);
+
+  // No transaction left open.
+  CHECK(replicated(*store, {with_snapshot(rbatch("job:a", "Ea", 3, 1), 4,
+                                          "a4")}) == "ok:4");
+  require_snapshot(*store, "job:a", 4, "a4");
+}
+
+STORE_TEST("replicate refuses events that do not follow after or are of "
+           "another room and applies nothing") {
+  TestType fx;
+  auto store = fx.make();
+  seed_for_refusals(*store);
+  auto before = view_of(*store);
+
+  std::vector<replica_batch> call;
+  SECTION("an offset skipped") {
+    auto b = rbatch("job:a", "Ea", 3, 1);
+    b.events.push_back(rev("job:a", 6));
+    call = {b};
+  }
+  SECTION("the first event at after") {
+    auto b = rbatch("job:a", "Ea", 3, 0);
+    b.events = {rev("job:a", 3), rev("job:a", 4)};
+    call = {b};
+  }
+  SECTION("an offset repeated") {
+    auto b = rbatch("job:a", "Ea", 3, 1);
+    b.events.push_back(rev("job:a", 4));
+    call = {b};
+  }
+  SECTION("descending offsets") {
+    auto b = rbatch("job:a", "Ea", 3, 0);
+    b.events = {rev("job:a", 5), rev("job:a", 4)};
+    call = {b};
+  }
+  SECTION("offset 0 in a new room") {
+    auto b = rbatch("job:new", "En", 0, 0);
+    b.events = {rev("job:new", 0)};
+    call = {b};
+  }
+  SECTION("an event of another room") {
+    auto b = rbatch("job:a", "Ea", 3, 1);
+    b.events.push_back(rev("job:b", 5));
+    call = {b};
+  }
+  SECTION("only events of another room") {
+    auto b = rbatch("job:new", "En", 0, 0);
+    b.events = {rev("job:b", 1)};
+    call = {b};
+  }
+  SECTION("in a reset batch: the room is not dropped") {
+    auto b = rbatch("job:a", "Ea", 0, 0, true);
+    b.events = {rev("job:a", 2)};
+    call = {b};
+  }
+  SECTION("in another epoch: the room is not dropped") {
+    auto b = rbatch("job:b", "Eb", 0, 1);
+    b.events.push_back(rev("job:b", 3));
+    call = {b};
+  }
+  SECTION("after good batches of the same call") {
+    auto b = rbatch("job:b", "Eb", 0, 1);
+    b.events.push_back(rev("job:b", 3));
+    call = {rbatch("job:new", "En", 0, 2), rbatch("job:a", "Ea", 3, 2), b};
+  }
+  SECTION("before a good batch of the same call") {
+    auto b = rbatch("job:a", "Ea", 3, 1);
+    b.events.push_back(rev("job:a", 6));
+    call = {b, rbatch("job:new", "En", 0, 2)};
+  }
+  CHECK(replicate_code(*store, call) == "OFFSET_CONFLICT");
+  require_unchanged(*store, before);
+  CHECK_FALSE(publish_id_of(*store, "job:a", "r-4"));
+
+  // No transaction left open.
+  CHECK(replicated(*store, {rbatch("job:a", "Ea", 3, 1)}) == "ok:4");
+}
+
+STORE_TEST("replicate applies several batches in order, one outcome each") {
+  TestType fx;
+  auto store = fx.make();
+  CHECK(replicated(*store, {rbatch("job:a", "Ea", 0, 3),
+                            rbatch("job:b", "Eb", 0, 2)}) == "ok:3 ok:2");
+
+  auto gap = rbatch("job:b", "Eb", 5, 1, false, "gap");
+  auto a1 = rbatch("job:a", "Ea", 3, 2);
+  auto a2 = rbatch("job:a", "Ea", 5, 1); // continues the batch before it
+  auto b_ok = rbatch("job:b", "Eb", 2, 2);
+  auto c = rbatch("job:c", "Ec", 0, 1);
+  CHECK(replicated(*store, {a1, gap, a2, b_ok, c}) ==
+        "ok:5 no:2 ok:6 ok:4 ok:1");
+
+  CHECK(stored_offsets(*store, "job:a") == offs{1, 2, 3, 4, 5, 6});
+  CHECK(stored_offsets(*store, "job:b") == offs{1, 2, 3, 4});
+  CHECK(stored_offsets(*store, "job:c") == offs{1});
+  CHECK_FALSE(publish_id_of(*store, "job:b", "gap-6"));
+  CHECK(pos_of(*store, "job:a").offset == 6);
+  CHECK(pos_of(*store, "job:b").offset == 4);
+  CHECK(pos_of(*store, "job:c").epoch == "Ec");
+
+  SECTION("the gap batch applies once filled") {
+    CHECK(replicated(*store, {rbatch("job:b", "Eb", 4, 1), gap}) ==
+          "ok:5 ok:6");
+    CHECK(stored_offsets(*store, "job:b") == offs{1, 2, 3, 4, 5, 6});
+    CHECK(publish_id_of(*store, "job:b", "gap-6") ==
+          std::optional<std::uint64_t>{6});
+  }
+  SECTION("an overlap and a gap of one call, both refused") {
+    CHECK(replicated(*store, {rbatch("job:a", "Ea", 2, 1, false, "x"),
+                              rbatch("job:b", "Eb", 9, 1)}) == "no:6 no:4");
+    CHECK(stored_offsets(*store, "job:a") == offs{1, 2, 3, 4, 5, 6});
+    CHECK_FALSE(publish_id_of(*store, "job:a", "x-3"));
+  }
+  SECTION("an empty call") {
+    CHECK(replicated(*store, {}).empty());
+  }
+}
+
+STORE_TEST("append continues from the replicated last offset") {
+  TestType fx;
+  auto store = fx.make();
+  CHECK(replicated(*store, {with_snapshot(rbatch("job:r", "E1", 4, 3), 7,
+                                          "s7")}) == "ok:7");
+
+  for (auto bad : {std::uint64_t{1}, std::uint64_t{5}, std::uint64_t{7},
+                   std::uint64_t{9}}) {
+    INFO("offset " << bad);
+    CHECK(code_of(store->append({ev("job:r", bad)})) == "OFFSET_CONFLICT");
+  }
+  CHECK(code_of(store->put_snapshot("job:r", 6, "s6")) == "SNAPSHOT_STALE");
+  REQUIRE(store->append({ev("job:r", 8, 80, "p8")}, {{"job:r", 8, "s8"}}));
+  auto pos = pos_of(*store, "job:r");
+  CHECK(pos.epoch == "E1"); // append keeps the replicated epoch
+  CHECK(pos.offset == 8);
+  CHECK(stored_offsets(*store, "job:r") == offs{5, 6, 7, 8});
+  require_snapshot(*store, "job:r", 8, "s8");
+  CHECK(publish_id_of(*store, "job:r", "p8") ==
+        std::optional<std::uint64_t>{8});
+
+  // And replication continues from what append stored.
+  CHECK(replicated(*store, {rbatch("job:r", "E1", 7, 1)}) == "no:8");
+  CHECK(replicated(*store, {rbatch("job:r", "E1", 8, 1)}) == "ok:9");
+}
+
+STORE_TEST("replicate drops a snapshot at offset 0 when it starts anew") {
+  TestType fx;
+  auto store = fx.make();
+  // An operation's initial state, stored before any event.
+  REQUIRE(store->put_snapshot("job:r", 0, R"({"status":"pending"})"));
+  auto epoch = pos_of(*store, "job:r").epoch;
+  auto reset = GENERATE(false, true);
+  INFO((reset ? "reset in the same epoch" : "another epoch"));
+  auto b = rbatch("job:r", reset ? epoch : epoch + "-other", 3, 1, reset);
+  CHECK(replicated(*store, {b}) == "ok:4");
+  require_events(*store, "job:r", b.events);
+  // "the room's events and snapshot are dropped": the owner's snapshot (if
+  // any) comes with the batch; a state folded from no events must not stay.
+  CHECK_FALSE(snap_of(*store, "job:r"));
+}
+
+// --- replication, SQLite only -----------------------------------------------
+
+TEST_CASE("sqlite keeps replicated history across a restart", "[persistence]") {
+  temp_dir dir;
+  auto path = dir.file("history.db");
+  auto mode = GENERATE(durability::full, durability::normal);
+  auto a = with_snapshot(rbatch("job:a", "Ea", 4, 3), 7, "a7");
+  auto b = rbatch("job:b", "Eb", 0, 2);
+  auto c = rbatch("job:c", "Ec", 5, 0, true);
+  {
+    auto store = open_sqlite(path, mode);
+    REQUIRE(store->append({ev("job:b", 1), ev("job:b", 2), ev("job:b", 3)}));
+    CHECK(replicated(*store, {a, b, c}) == "ok:7 ok:2 ok:5");
+  }
+  auto store = open_sqlite(path, mode);
+  CHECK(store->opened_clean());
+  CHECK(room_set(*store) == std::set<std::string>{"job:a", "job:b", "job:c"});
+  auto pa = pos_of(*store, "job:a");
+  CHECK(pa.epoch == "Ea");
+  CHECK(pa.offset == 7);
+  require_events(*store, "job:a", a.events);
+  require_snapshot(*store, "job:a", 7, "a7");
+  CHECK(publish_id_of(*store, "job:a", "r-6") ==
+        std::optional<std::uint64_t>{6});
+  auto pb = pos_of(*store, "job:b");
+  CHECK(pb.epoch == "Eb");
+  CHECK(pb.offset == 2);
+  require_events(*store, "job:b", b.events);
+  auto pc = pos_of(*store, "job:c");
+  CHECK(pc.epoch == "Ec");
+  CHECK(pc.offset == 5);
+  CHECK(stored_offsets(*store, "job:c").empty());
+
+  // The reopened store goes on where replication left it.
+  CHECK(replicated(*store, {rbatch("job:a", "Ea", 6, 2, false, "x"),
+                            rbatch("job:a", "Ea", 7, 1),
+                            rbatch("job:c", "Ec", 6, 1)}) == "no:7 ok:8 no:5");
+  REQUIRE(store->append({ev("job:c", 6)}));
 }
