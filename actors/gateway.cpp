@@ -57,7 +57,8 @@ gateway::gateway(caf::actor_system& sys, caf::actor directory,
   char buf[20];
   std::snprintf(buf, sizeof buf, "%08x", rd());
   conn_prefix_ = buf;
-  streams_ = std::make_unique<stream_http>(sys_, directory_, writer_, node_,
+  // Long-poll reads go through the directory, which asks the room's owner.
+  streams_ = std::make_unique<stream_http>(sys_, directory_, directory_, node_,
                                            cfg_.conn, cfg_.streams);
 }
 
@@ -180,7 +181,9 @@ void gateway::history(std::string_view room_text, std::string_view query,
                                "integers; limit at least 1"));
   limit = std::min(limit, max_limit);
   auto key = room->str();
-  sys_.spawn([writer = writer_, key, since, limit, room = *room,
+  // Through the directory: it asks the room's owner when that is another
+  // node.
+  sys_.spawn([writer = directory_, key, since, limit, room = *room,
               respond = std::move(respond)](caf::event_based_actor* self) {
     auto fail = [=](caf::error&) {
       respond(error_reply(error_code::unavailable));

@@ -202,6 +202,12 @@ caf::behavior writer(writer_actor* self,
         return {true, std::move(**op)};
       },
 
+      [=](r_read_atom, const std::string& room, std::uint64_t after,
+          std::uint64_t limit) {
+        // The same read, as other nodes (and mirrors) ask for it.
+        return self->delegate(caf::actor_cast<caf::actor>(self),
+                              read_atom::value, room, after, limit);
+      },
       [=](read_atom, const std::string& room, std::uint64_t after,
           std::uint64_t limit)
           -> caf::result<std::vector<persistence::stored_event>> {

@@ -57,6 +57,9 @@ using r_state_atom = caf::atom_constant<caf::atom("r_state")>;
 using r_attach_atom = caf::atom_constant<caf::atom("r_attach")>;
 using r_event_atom = caf::atom_constant<caf::atom("r_event")>;
 using r_pos_atom = caf::atom_constant<caf::atom("r_pos")>;
+// A read of the receiving node's own copy of a room's history (the writer
+// treats it as read_atom; a directory does not route it to the owner).
+using r_read_atom = caf::atom_constant<caf::atom("r_read")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.

@@ -101,6 +101,8 @@ struct room_state {
 
 using room_actor = caf::stateful_actor<room_state>;
 
+std::shared_ptr<const placement_view> view_of(const room_state& st);
+
 std::string encode_for(dialect wire, const protocol::publication& pub) {
   switch (wire) {
   case dialect::s0:
@@ -382,7 +384,7 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   auto source = st.mode == role::mirror ? st.owner_ep : st.writer;
   auto timeout = st.mode == role::mirror ? caf::duration{st.cfg.remote_timeout}
                                          : caf::duration{caf::infinite};
-  self->request(source, timeout, read_atom::value, st.id.str(), after,
+  self->request(source, timeout, r_read_atom::value, st.id.str(), after,
                 target - after)
       .then(
           [=](std::vector<persistence::stored_event>& events) {
@@ -648,8 +650,13 @@ create_operation(room_actor* self, persistence::operation_record& rec) {
               for (auto& [addr, m] : st.mirrors)
                 self->send(m, r_opcreate_atom::value, st.op_state);
             }
-            if (st.replica_ep)
-              self->send(st.replica_ep, repl_atom::value, rec);
+            // Records are small and never change: every node gets a copy,
+            // so an operation is found by id on any of them.
+            if (auto v = view_of(st))
+              for (auto& [node, ep] : v->endpoints)
+                if (ep)
+                  self->send(caf::actor_cast<caf::actor>(ep), repl_atom::value,
+                             rec);
             rp.deliver(st.op_state, st.committed, st.epoch);
           },
           [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
@@ -750,6 +757,29 @@ void set_mode(room_actor* self, role next) {
 
 void sync_replica(room_actor* self);
 
+/// A batch of the events read for offsets (after, last] of a room's
+/// history. When history was trimmed, the batch resets the receiver to just
+/// before the first event read, or to `last` when none was left.
+persistence::replica_batch
+make_batch(const std::string& key, const std::string& epoch,
+           std::uint64_t after, bool reset, std::uint64_t last,
+           std::vector<persistence::stored_event> events) {
+  persistence::replica_batch b;
+  b.room = key;
+  b.epoch = epoch;
+  b.after = after;
+  b.reset = reset;
+  if (!events.empty() && events.front().offset != after + 1) {
+    b.after = events.front().offset - 1;
+    b.reset = true;
+  } else if (events.empty() && last > after) {
+    b.after = last;
+    b.reset = true;
+  }
+  b.events = std::move(events);
+  return b;
+}
+
 /// Runs the publishes that waited for the replica's sync (as the publish
 /// message again, from the room itself), or refuses them.
 void release_held(room_actor* self, bool ok) {
@@ -832,23 +862,12 @@ void sync_replica(room_actor* self) {
                 .then(
                     [=](std::vector<persistence::stored_event>& events) {
                       auto& st = self->state;
-                      persistence::replica_batch b;
-                      b.room = key;
-                      b.epoch = st.epoch;
-                      b.after = after;
-                      b.reset = !tail;
-                      if (!events.empty() && events.front().offset != after + 1) {
-                        b.after = events.front().offset - 1; // trimmed
-                        b.reset = true;
-                      } else if (events.empty() && target > after) {
-                        b.after = target;
-                        b.reset = true;
-                      }
-                      if (st.reducer && st.op_exists)
-                        b.snapshots.push_back({key, target, st.op_state});
                       st.node->counters.replication_sent.fetch_add(
                           events.size(), std::memory_order_relaxed);
-                      b.events = std::move(events);
+                      auto b = make_batch(key, st.epoch, after, !tail, target,
+                                          std::move(events));
+                      if (st.reducer && st.op_exists)
+                        b.snapshots.push_back({key, target, st.op_state});
                       self->request(ep, timeout, repl_atom::value, st.node_id,
                                     std::move(b))
                           .then([=](bool ok, std::uint64_t) { done(ok); },
@@ -970,24 +989,13 @@ void adopt(room_actor* self, copy_at local, copy_at best, bool probed) {
             },
             [=](caf::error& err) { self->quit(std::move(err)); });
   };
-  self->request(best.ep, timeout, read_atom::value, key, after,
+  self->request(best.ep, timeout, r_read_atom::value, key, after,
                 best.offset - after)
       .await(
           [=](std::vector<persistence::stored_event>& events) {
             auto& st = self->state;
-            persistence::replica_batch b;
-            b.room = key;
-            b.epoch = best.epoch;
-            b.after = after;
-            b.reset = !tail;
-            if (!events.empty() && events.front().offset != after + 1) {
-              b.after = events.front().offset - 1;
-              b.reset = true;
-            } else if (events.empty()) {
-              b.after = best.offset;
-              b.reset = true;
-            }
-            b.events = std::move(events);
+            auto b = make_batch(key, best.epoch, after, !tail, best.offset,
+                                std::move(events));
             if (!st.reducer)
               return store(std::move(b));
             // Operations: the record and the state travel too.
@@ -1070,7 +1078,7 @@ void attach(room_actor* self);
 void fill_gap(room_actor* self, caf::actor ep, std::uint64_t from,
               std::uint64_t to) {
   auto& st = self->state;
-  self->request(ep, st.cfg.remote_timeout, read_atom::value, st.id.str(), from,
+  self->request(ep, st.cfg.remote_timeout, r_read_atom::value, st.id.str(), from,
                 to - from)
       .await(
           [=](std::vector<persistence::stored_event>& events) {

@@ -283,9 +283,26 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         }
         self->delegate(st.writer, position_atom::value, key);
       },
-      [=](read_atom a, const std::string& key, std::uint64_t after,
+      // This node's copy (mirrors, a node taking over).
+      [=](r_read_atom a, const std::string& key, std::uint64_t after,
           std::uint64_t limit) {
         self->delegate(self->state.writer, a, key, after, limit);
+      },
+      // The room's history wherever it is owned (long-polling).
+      [=](read_atom a, const std::string& key, std::uint64_t after,
+          std::uint64_t limit) -> caf::result<caf::message> {
+        if (auto r = route_of(self, key); r.elsewhere)
+          return forward<std::vector<persistence::stored_event>>(
+              self, r, r_read_atom::value, key, after, limit);
+        self->delegate(self->state.writer, a, key, after, limit);
+        return caf::delegated<caf::message>{};
+      },
+      [=](position_atom a, const std::string& key) -> caf::result<caf::message> {
+        if (auto r = route_of(self, key); r.elsewhere)
+          return forward<std::string, std::uint64_t>(self, r, r_pos_atom::value,
+                                                     key, std::string{});
+        self->delegate(self->state.writer, a, key);
+        return caf::delegated<caf::message>{};
       },
       [=](snap_get_atom a, const std::string& key) {
         self->delegate(self->state.writer, a, key);

@@ -287,6 +287,18 @@ struct sqlite_store::impl {
     return u.step() == SQLITE_DONE;
   }
 
+  bool insert_event(const stored_event& ev) {
+    use u(event_insert);
+    u.text(1, ev.room)
+        .i64(2, static_cast<std::int64_t>(ev.offset))
+        .i64(3, ev.timestamp_ms)
+        .text(4, ev.type)
+        .text(5, ev.event)
+        .text(6, ev.data)
+        .text(7, ev.publish_id);
+    return u.bound() && u.step() == SQLITE_DONE;
+  }
+
   std::optional<std::string> new_epoch() {
     try {
       if (!rng)
@@ -594,15 +606,7 @@ sqlite_store::append(const std::vector<stored_event>& batch,
                         "offset " + std::to_string(ev.offset) +
                             " does not follow last offset " +
                             std::to_string(at) + " of room " + ev.room};
-    use u(d.event_insert);
-    u.text(1, ev.room)
-        .i64(2, static_cast<std::int64_t>(ev.offset))
-        .i64(3, ev.timestamp_ms)
-        .text(4, ev.type)
-        .text(5, ev.event)
-        .text(6, ev.data)
-        .text(7, ev.publish_id);
-    if (!u.bound() || u.step() != SQLITE_DONE)
+    if (!d.insert_event(ev))
       return store_error(d.db());
     at = ev.offset;
   }
@@ -790,15 +794,7 @@ sqlite_store::replicate(const std::vector<replica_batch>& batches) {
                           "replicated events of room " + b.room +
                               " do not follow offset " +
                               std::to_string(b.after)};
-      use u(d.event_insert);
-      u.text(1, ev.room)
-          .i64(2, static_cast<std::int64_t>(ev.offset))
-          .i64(3, ev.timestamp_ms)
-          .text(4, ev.type)
-          .text(5, ev.event)
-          .text(6, ev.data)
-          .text(7, ev.publish_id);
-      if (!u.bound() || u.step() != SQLITE_DONE)
+      if (!d.insert_event(ev))
         return store_error(d.db());
       at = ev.offset;
     }

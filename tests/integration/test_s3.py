@@ -394,12 +394,11 @@ async def test_scan_refusals_and_cancel(srv_scan, tree):
         await ws.send("garbage")
         await ws.recv_type("error")
         # Cancel a running scan: 20000 files take many steps, and the three
-        # frames go out back to back, so they reach the actor between its
-        # first steps.
-        await asyncio.gather(
-            ws.send({"action": "scan", "path": "big", "recursive": True}),
-            ws.send({"action": "scan", "path": "big", "recursive": True}),
-            ws.send({"action": "cancel"}))
+        # frames go out back to back, in this order (gather may reorder
+        # them), so they reach the actor between its first steps.
+        await ws.send({"action": "scan", "path": "big", "recursive": True})
+        await ws.send({"action": "scan", "path": "big", "recursive": True})
+        await ws.send({"action": "cancel"})
         err = await ws.recv_type("error")
         check("already" in err["message"].lower(), "one scan at a time: %r"
               % err)
