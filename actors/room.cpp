@@ -935,7 +935,9 @@ void finish_takeover(room_actor* self, std::string epoch,
   auto& st = self->state;
   // A mirror that delivered further than the history it can find (two
   // nodes lost at once) must not let offsets it delivered be reused.
-  if (!st.epoch.empty() && has_subscribers(st) &&
+  // (Nothing delivered yet, in a room without events: no offset to protect,
+  // the new epoch is taken silently.)
+  if (!st.epoch.empty() && has_subscribers(st) && st.committed > 0 &&
       (epoch != st.epoch || offset < st.committed))
     close_subscribers(self);
   // Local subscribers of a room that was behind (a mirror, or an owner
@@ -1138,7 +1140,7 @@ void attach(room_actor* self) {
             st.attached = true;
             st.op_exists = op_exists;
             auto known = !st.epoch.empty();
-            if (known && has_subscribers(st) &&
+            if (known && has_subscribers(st) && st.committed > 0 &&
                 (epoch != st.epoch || committed < st.committed))
               close_subscribers(self);
             if (!known || epoch != st.epoch || committed <= st.committed ||
@@ -1313,10 +1315,11 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
         st.last_activity = self->clock().now();
         if (st.mode != role::owner || st.view_pending || !mirror)
           return unavailable();
-        if (epoch == st.epoch && seen > st.committed) {
-          // The mirror delivered more than this owner holds: this node was
-          // cut off while another owned the room. Catch up first; the
-          // mirror asks again.
+        if (!epoch.empty() && seen > st.committed) {
+          // The mirror delivered more than this owner holds (in this epoch,
+          // or in one this node has not seen: it started before it saw the
+          // others). This node was cut off while another owned the room:
+          // catch up first; the mirror asks again.
           owner_behind(self);
           return unavailable();
         }

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include <sys/stat.h>
 
@@ -174,6 +175,17 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
     if (!watching)
       return error_info{"CLUSTER", "the placement component could not "
                                    "watch the membership"};
+    // A node that joins must not serve before it sees the others: alone it
+    // would own every room and start ones it has no copy of afresh. Wait
+    // (bounded by the failure timeout: the others may all be down) until
+    // another member is live.
+    if (!im.cfg.cluster.join.empty()) {
+      auto deadline =
+          std::chrono::steady_clock::now() + im.cfg.cluster.failure_timeout;
+      while (im.placement->current()->live.size() < 2 &&
+             std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   gateway_config gc;
   gc.conn = std::make_shared<const connection_config>(im.cfg.conn);
