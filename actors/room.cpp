@@ -339,7 +339,10 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   auto& st = self->state;
   ++st.from_directory;
   st.last_activity = self->clock().now();
-  if (st.mode == role::mirror && !st.attached)
+  // A mirror serves from what it has while it attaches again (events it
+  // missed meanwhile follow from the owner's history); only one that never
+  // attached has nothing to serve.
+  if (st.mode == role::mirror && !st.attached && st.epoch.empty())
     return caf::make_error(caf::sec::request_timeout, "unavailable");
   if (st.reducer && !st.op_exists)
     return operation_not_found();
@@ -1125,11 +1128,9 @@ void attach(room_actor* self) {
     self->delayed_send(self, std::chrono::milliseconds(200), view_atom::value);
     return;
   }
-  self->request(ep, st.cfg.remote_timeout, r_attach_atom::value, st.id.str(),
-                caf::actor_cast<caf::actor>(self), st.epoch, st.committed)
-      .await(
-          [=](std::string& epoch, std::uint64_t committed, bool op_exists,
-              std::string& op_state, caf::actor& owner_room) {
+  auto answered = [=](std::string& epoch, std::uint64_t committed,
+                      bool op_exists, std::string& op_state,
+                      caf::actor& owner_room) {
             auto& st = self->state;
             if (st.owner_ep != ep)
               return; // superseded by a newer view
@@ -1152,14 +1153,23 @@ void attach(room_actor* self) {
             }
             st.op_state = std::move(op_state);
             fill_gap(self, ep, st.committed, committed);
-          },
-          [=](caf::error&) {
-            auto& st = self->state;
-            if (st.owner_ep != ep)
-              return;
-            self->delayed_send(self, std::chrono::milliseconds(200),
-                               view_atom::value);
-          });
+  };
+  auto failed = [=](caf::error&) {
+    auto& st = self->state;
+    if (st.owner_ep != ep)
+      return;
+    self->delayed_send(self, std::chrono::milliseconds(200), view_atom::value);
+  };
+  auto req = self->request(ep, st.cfg.remote_timeout, r_attach_atom::value,
+                           st.id.str(), caf::actor_cast<caf::actor>(self),
+                           st.epoch, st.committed);
+  // The first attach holds everything else (a subscriber waits for the
+  // room's position). A later one does not: its owner may have just died,
+  // and the view that says so must get through while the request waits.
+  if (st.epoch.empty())
+    std::move(req).await(answered, failed);
+  else
+    std::move(req).then(answered, failed);
 }
 
 /// The view changed (or a retry is due): take the role it gives this node.

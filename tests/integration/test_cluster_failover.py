@@ -130,7 +130,10 @@ async def finish_and_check(cluster, subs, pub, stop, pub_task, label,
     return problems
 
 
-async def sigkill_owner(ctx):
+async def sigkill_owner(ctx, restart=False):
+    """With `restart`, the killed owner then comes back under its id with an
+    empty store: placement gives it the room again, and it must adopt the
+    history its successor kept before it assigns an offset."""
     cl = ct.start_cluster(ctx["binary"], 3, runner=ctx["runner"])
     subs, pub = [], None
     try:
@@ -161,6 +164,20 @@ async def sigkill_owner(ctx):
             await pub.wait_for(new_acks_since(t_kill)(AFTER), PHASE_TIMEOUT,
                                "%d publishes sent after the kill to be "
                                "acknowledged" % AFTER)
+            if restart:
+                back = await asyncio.get_event_loop().run_in_executor(
+                    None, lambda: ct.Node(cl.binary, a.id, [b.cluster_addr],
+                                          cl.memory, cl.extra))
+                cl._add(back)
+                t_back = time.monotonic()
+                took = await cl.aawait_owner(room, a.id, nodes=[back, b, c],
+                                             timeout=SWITCH_BOUND + 10)
+                print("  %s restarted; owner of %s again after %.0f ms"
+                      % (a.id, room, 1000 * took), flush=True)
+                await pub.wait_for(new_acks_since(t_back)(AFTER),
+                                   PHASE_TIMEOUT,
+                                   "%d publishes sent after the restart to "
+                                   "be acknowledged" % AFTER)
         except BaseException:
             stop.set()
             print("  state at the failure:\n  %s" % ct.snapshot(subs, pub),
@@ -191,8 +208,9 @@ async def sigkill_owner(ctx):
                   % ("%.0f" % outage if outage is not None else "none",
                      ct.ms_summary(ct.ack_latencies(pub))))
         ct.assert_no_problems(problems, "sigkill_owner")
-        # The survivors still agree: n2 owns the room.
-        await cl.aawait_owner(room, b.id, nodes=[b, c], timeout=2)
+        # The survivors still agree: n2 owns the room (n1 after its restart).
+        await cl.aawait_owner(room, a.id if restart else b.id, nodes=[b, c],
+                              timeout=2)
     finally:
         await ct.close_all(subs)
         if pub is not None:
@@ -291,6 +309,8 @@ def main():
     runner = h.Runner("test_cluster_failover")
     ctx = {"binary": binary, "runner": runner}
     runner.run("sigkill_owner", sigkill_owner, ctx)
+    runner.run("sigkill_owner_then_restart",
+               lambda c: sigkill_owner(c, restart=True), ctx)
     runner.run("sigstop_owner", sigstop_owner, ctx)
     runner.finish()
 
