@@ -47,8 +47,8 @@ from resume_tools import AsyncHttp, HttpError  # noqa: E402
 
 HEARTBEAT_MS = 200
 FAILURE_TIMEOUT_MS = 1000
-# As in test_cluster.py: the failure timeout, a sweep interval, the poll
-# interval and slack for two shared cores.
+# The failure timeout, a sweep interval, the poll interval and slack for
+# two shared cores (test_cluster.py imports these).
 DETECT_BOUND = (FAILURE_TIMEOUT_MS + 2 * HEARTBEAT_MS + 800) / 1000.0
 CONVERGE_TIMEOUT = 20.0
 CLUSTER_RE = re.compile(r"tidings: node (\S+) cluster port ([0-9.]+):(\d+)")

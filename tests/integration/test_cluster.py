@@ -9,21 +9,18 @@ Detection times are printed (`detect ...`) for the record.
 """
 
 import os
-import re
 import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-
-HEARTBEAT_MS = 200
-FAILURE_TIMEOUT_MS = 1000
-# The failure timeout, a sweep interval, the poll interval and slack for
-# two shared cores (the in-process membership test uses the same bound).
-DETECT_BOUND = (FAILURE_TIMEOUT_MS + 2 * HEARTBEAT_MS + 800) / 1000.0
-CONVERGE_TIMEOUT = 20.0
-CLUSTER_RE = re.compile(r"tidings: node (\S+) cluster port ([0-9.]+):(\d+)")
+# Short timings and the bounds that go with them, shared by the cluster
+# tests (DETECT_BOUND: the failure timeout, a sweep interval, the poll
+# interval and slack for two shared cores; the in-process membership test
+# uses the same bound).
+from cluster_tools import (CLUSTER_RE, CONVERGE_TIMEOUT,  # noqa: E402
+                           DETECT_BOUND, FAILURE_TIMEOUT_MS, HEARTBEAT_MS)
 
 TOKEN = h.mint_token("cluster-test")
 
