@@ -19,46 +19,17 @@ import harness as h  # noqa: E402
 # tests (DETECT_BOUND: the failure timeout, a sweep interval, the poll
 # interval and slack for two shared cores; the in-process membership test
 # uses the same bound).
-from cluster_tools import (CLUSTER_RE, CONVERGE_TIMEOUT,  # noqa: E402
-                           DETECT_BOUND, FAILURE_TIMEOUT_MS, HEARTBEAT_MS)
+import cluster_tools as ct  # noqa: E402
+from cluster_tools import (CONVERGE_TIMEOUT, DETECT_BOUND,  # noqa: E402
+                           FAILURE_TIMEOUT_MS, HEARTBEAT_MS, states)
 
 TOKEN = h.mint_token("cluster-test")
 
 
-class Node:
-    """One clustered `tidings serve`; keeps its node id across restarts."""
-
-    def __init__(self, binary, node_id, join):
-        extra = ["--node-id", node_id,
-                 "--cluster-listen", "127.0.0.1:0",
-                 "--cluster-heartbeat-ms", str(HEARTBEAT_MS),
-                 "--cluster-failure-timeout-ms", str(FAILURE_TIMEOUT_MS)]
-        if join:
-            extra += ["--join", ",".join(join)]
-        self.id = node_id
-        self.srv = h.Server(binary, extra=extra)
-        self.cluster_port = None
-        for line in self.srv.stdout_lines:
-            m = CLUSTER_RE.search(line)
-            if m:
-                self.cluster_port = int(m.group(3))
-        h.check(self.cluster_port,
-                "%s printed no cluster port line\n%s"
-                % (node_id, self.srv.output_tail()))
-
-    @property
-    def cluster_addr(self):
-        return "127.0.0.1:%d" % self.cluster_port
-
-    def view(self, query="", timeout=5.0):
-        r = h.get(self.srv, "/api/v1/cluster" + query, bearer=TOKEN,
-                  timeout=timeout)
-        h.check(r.status == 200, "%s: GET /api/v1/cluster: %r" % (self.id, r))
-        return r.json()
-
-
-def states(view):
-    return {m["node_id"]: m["state"] for m in view["members"]}
+def Node(binary, node_id, join):
+    """One clustered `tidings serve` with its history in memory (the shared
+    node of the cluster tests; it keeps its node id across restarts)."""
+    return ct.Node(binary, node_id, join, memory=True)
 
 
 def all_alive(nodes, ids):
