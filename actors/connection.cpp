@@ -247,12 +247,18 @@ void unsubscribe(connection_actor* self, const protocol::room_id& room) {
   auto room_actor = i->second;
   st.subs.erase(i);
   st.node->left(st.who->sub, room.str());
-  self->request(room_actor, std::chrono::seconds(10), unsub_atom::value,
-                st.args.conn_id)
-      .await([](bool) {},
-             [=](caf::error&) {
-               send_room_error(self, error_code::unavailable, room);
-             });
+  auto failed = [=](caf::error&) {
+    send_room_error(self, error_code::unavailable, room);
+  };
+  // A room the directory answered for itself is parked there (or was).
+  if (room_actor == st.directory)
+    self->request(room_actor, std::chrono::seconds(10), unsub_atom::value,
+                  room.str(), st.args.conn_id)
+        .await([](bool) {}, failed);
+  else
+    self->request(room_actor, std::chrono::seconds(10), unsub_atom::value,
+                  st.args.conn_id)
+        .await([](bool) {}, failed);
 }
 
 void list_subscriptions(connection_actor* self) {
@@ -461,7 +467,10 @@ void start_s3(connection_actor* self) {
 void on_closed(connection_actor* self) {
   auto& st = self->state;
   for (auto& [key, room] : st.subs) {
-    self->send(room, unsub_atom::value, st.args.conn_id);
+    if (room == st.directory)
+      self->send(room, unsub_atom::value, key, st.args.conn_id);
+    else
+      self->send(room, unsub_atom::value, st.args.conn_id);
     st.node->left(st.who->sub, key);
   }
   st.subs.clear();

@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace tidings::actors {
 
@@ -60,6 +61,9 @@ using r_pos_atom = caf::atom_constant<caf::atom("r_pos")>;
 // A read of the receiving node's own copy of a room's history (the writer
 // treats it as read_atom; a directory does not route it to the owner).
 using r_read_atom = caf::atom_constant<caf::atom("r_read")>;
+// The directory hands a new room actor the subscribers it kept for the
+// room while it had none (see room_directory.hpp, "parked" user rooms).
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 
 /// The wire shape a subscriber speaks; rooms encode each event once per
 /// dialect in use and share the bytes.
@@ -76,6 +80,12 @@ enum class dialect : std::uint8_t {
   s2 = 4,
 };
 constexpr std::size_t dialect_count = 5;
+
+/// Whether a dialect gets the native `subscription` confirmations (S0 and
+/// S3 document none).
+inline bool confirms(dialect wire) {
+  return wire == dialect::native;
+}
 
 /// A session as a room sees it: where to put frames and whom to watch.
 struct subscriber {
@@ -126,6 +136,7 @@ class actor_handler final : public transport::connection_handler {
 } // namespace tidings::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::actors::subscriber)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<tidings::actors::subscriber>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::protocol::publish_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::protocol::room_id)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::protocol::publication)

@@ -136,12 +136,6 @@ transport::frame trailer_for(dialect wire, const protocol::publication& pub) {
       protocol::encode_s3_status_update(*status, unix_now_ms()));
 }
 
-/// Whether a dialect gets the native `subscription` confirmations (S0 and
-/// S3 document none).
-bool confirms(dialect wire) {
-  return wire == dialect::native;
-}
-
 void fan_out(room_actor* self, const protocol::publication& pub) {
   auto& st = self->state;
   std::array<transport::frame, dialect_count> frames{};
@@ -1276,6 +1270,31 @@ caf::behavior room(room_actor* self, protocol::room_id id, caf::actor directory,
     take_over(self);
   return {
       [=](subscribe_atom, subscriber& sub) { return subscribe(self, sub); },
+      // Subscribers the directory kept while the room had no actor; each
+      // was confirmed at `epoch`/`offset`, where this room starts (nothing
+      // commits to a room without its actor).
+      [=](adopt_atom, const std::string& epoch, std::uint64_t offset,
+          std::vector<subscriber>& subs) {
+        auto& st = self->state;
+        ++st.from_directory;
+        for (auto& sub : subs) {
+          if (epoch != st.epoch || offset != st.committed) {
+            // Not this room's position after all: the client resubscribes.
+            const auto& e =
+                protocol::describe(protocol::close_reason::room_moved);
+            sub.sink->close(static_cast<std::uint16_t>(e.code), e.reason);
+            continue;
+          }
+          if (!has_subscribers(st))
+            st.node->room_active(st.id.str(), true);
+          if (st.subs.erase(sub.conn_id) == 0 &&
+              st.catching_up.count(sub.conn_id) == 0)
+            self->monitor(sub.conn);
+          auto conn_id = sub.conn_id;
+          st.subs.emplace(conn_id, std::move(sub));
+        }
+        went_empty(self);
+      },
       [=](pump_atom, std::uint64_t conn_id) { pump(self, conn_id); },
       [=](command_atom, const std::string& name, const std::string& args,
           const std::string& caller) {

@@ -2,7 +2,11 @@
 
 #include "actors/cluster_node.hpp"
 #include "actors/history_writer.hpp"
+#include "actors/clock.hpp"
 #include "actors/messages.hpp"
+#include "protocol/acl.hpp"
+#include "protocol/errors.hpp"
+#include "protocol/native.hpp"
 
 #include <caf/all.hpp>
 
@@ -25,6 +29,15 @@ struct directory_state {
   std::unordered_map<std::string, entry> rooms;
   std::unordered_map<caf::actor_addr, std::string> keys; // room → key
   std::size_t alive = 0; // rooms not yet down (includes retired ones)
+  // User rooms without an actor: where each starts and who joined it.
+  struct parked_room {
+    std::string epoch;
+    std::uint64_t offset = 0;
+    std::vector<subscriber> subs;
+  };
+  std::unordered_map<std::string, parked_room> parked;
+  // Their subscribers' connections (watched) → room key.
+  std::unordered_map<caf::actor_addr, std::string> parked_conns;
   bool shutting_down = false;
   // Cluster: room → the node that last probed this node while taking the
   // room over; replication of that room is accepted from it alone.
@@ -44,6 +57,12 @@ struct directory_state {
 
 using directory_actor = caf::stateful_actor<directory_state>;
 
+/// Forgets a parked subscriber's connection (no longer watched here).
+void unwatch(directory_actor* self, const subscriber& sub) {
+  self->demonitor(sub.conn);
+  self->state.parked_conns.erase(sub.conn.address());
+}
+
 entry& room_for(directory_actor* self, const protocol::room_id& id) {
   auto& st = self->state;
   auto i = st.rooms.find(id.str());
@@ -54,7 +73,80 @@ entry& room_for(directory_actor* self, const protocol::room_id& id) {
   self->monitor(room);
   ++st.alive;
   st.keys.emplace(room.address(), id.str());
-  return st.rooms.emplace(id.str(), entry{std::move(room), 0}).first->second;
+  auto& e = st.rooms.emplace(id.str(), entry{std::move(room), 0}).first->second;
+  // A parked room's subscribers go to its actor before anything else.
+  if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
+    for (auto& sub : p->second.subs)
+      unwatch(self, sub);
+    ++e.forwarded;
+    self->send(e.room, adopt_atom::value, std::move(p->second.epoch),
+               p->second.offset, std::move(p->second.subs));
+    st.parked.erase(p);
+  }
+  return e;
+}
+
+/// Whether a subscribe may be parked: a fresh join (no cursor) of a user
+/// room (`user:{sub}`, which every connection joins and few ever carry an
+/// event) with no actor, on a single node (in a cluster the room's owner
+/// may be elsewhere), by a dialect the parked path confirms like a room.
+bool parkable(const directory_state& st, const protocol::room_id& id,
+              const subscriber& sub) {
+  return !st.cfg.placement && !sub.since &&
+         id.kind() == protocol::user_room_kind &&
+         (sub.wire == dialect::native || sub.wire == dialect::s0) &&
+         st.rooms.count(id.str()) == 0;
+}
+
+using subscribe_reply = std::tuple<caf::actor, std::string, std::uint64_t>;
+
+/// Adds `sub` to the parked room at `p` (replacing an entry of the same
+/// connection) and confirms it as the room would.
+void park(directory_actor* self, const protocol::room_id& id,
+          directory_state::parked_room& p, subscriber sub) {
+  auto& st = self->state;
+  if (p.subs.empty())
+    st.node->room_active(id.str(), true);
+  auto same = std::find_if(p.subs.begin(), p.subs.end(), [&](auto& s) {
+    return s.conn_id == sub.conn_id;
+  });
+  if (confirms(sub.wire))
+    sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+        true, id, {p.epoch, p.offset}, unix_now_ms(), std::nullopt)));
+  if (same != p.subs.end()) {
+    *same = std::move(sub);
+    return;
+  }
+  self->monitor(sub.conn);
+  st.parked_conns[sub.conn.address()] = id.str();
+  p.subs.push_back(std::move(sub));
+}
+
+/// Removes connection `conn_id` from parked room `key`; false when it was
+/// not there. Sends the `unsubscribed` confirmation when `confirm`.
+bool unpark(directory_actor* self, const std::string& key,
+            std::uint64_t conn_id, bool confirm) {
+  auto& st = self->state;
+  auto p = st.parked.find(key);
+  if (p == st.parked.end())
+    return false;
+  auto& subs = p->second.subs;
+  auto i = std::find_if(subs.begin(), subs.end(),
+                        [&](auto& s) { return s.conn_id == conn_id; });
+  if (i == subs.end())
+    return false;
+  auto sub = std::move(*i);
+  subs.erase(i);
+  unwatch(self, sub);
+  if (confirm && confirms(sub.wire))
+    if (auto id = protocol::parse_room_id(key))
+      sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
+          false, *id, {p->second.epoch, p->second.offset}, unix_now_ms())));
+  if (subs.empty()) {
+    st.node->room_active(key, false);
+    st.parked.erase(p);
+  }
+  return true;
 }
 
 /// The owner's directory when the room is owned by another node; a null
@@ -148,6 +240,18 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
     self->delayed_send(self, cfg.sweep_interval, sweep_atom::value);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
+    if (auto c = st.parked_conns.find(dm.source); c != st.parked_conns.end()) {
+      auto key = c->second; // a parked subscriber's connection crashed
+      auto p = st.parked.find(key);
+      if (p != st.parked.end())
+        for (auto& sub : p->second.subs)
+          if (sub.conn.address() == dm.source) {
+            unpark(self, key, sub.conn_id, false);
+            break;
+          }
+      st.parked_conns.erase(dm.source);
+      return;
+    }
     auto k = st.keys.find(dm.source);
     if (k == st.keys.end())
       return;
@@ -159,10 +263,59 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
     finish_shutdown_if_done(self);
   });
   return {
-      [=](subscribe_atom a, protocol::room_id& id, subscriber& sub) {
-        auto& e = room_for(self, id);
-        ++e.forwarded;
-        return self->delegate(e.room, a, std::move(sub));
+      [=](subscribe_atom a, protocol::room_id& id,
+          subscriber& sub) -> caf::result<caf::message> {
+        auto& st = self->state;
+        if (!parkable(st, id, sub)) {
+          auto& e = room_for(self, id);
+          ++e.forwarded;
+          self->delegate(e.room, a, std::move(sub));
+          return caf::delegated<caf::message>{};
+        }
+        auto me = caf::actor_cast<caf::actor>(self);
+        if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
+          auto reply = caf::make_message(me, p->second.epoch, p->second.offset);
+          park(self, id, p->second, std::move(sub));
+          return reply;
+        }
+        // The room's position, as its actor would start from it.
+        auto rp = self->make_response_promise();
+        self->request(st.writer, caf::infinite, position_atom::value, id.str())
+            .then(
+                [=](std::string& epoch, std::uint64_t offset) mutable {
+                  auto& st = self->state;
+                  if (st.shutting_down)
+                    return rp.deliver(not_owner()); // `unavailable`
+                  if (!parkable(st, id, sub)) {
+                    // An actor started meanwhile: it serves the subscribe.
+                    auto& e = room_for(self, id);
+                    ++e.forwarded;
+                    rp.delegate(e.room, subscribe_atom::value, std::move(sub));
+                    return;
+                  }
+                  auto& p = st.parked[id.str()];
+                  if (p.subs.empty()) {
+                    p.epoch = epoch;
+                    p.offset = offset;
+                  }
+                  rp.deliver(me, p.epoch, p.offset);
+                  park(self, id, p, std::move(sub));
+                },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      // A connection leaves a room it joined while parked here: it may be
+      // parked still, or have moved to the room's actor since.
+      [=](unsub_atom a, const std::string& key,
+          std::uint64_t conn_id) -> caf::result<caf::message> {
+        auto& st = self->state;
+        if (unpark(self, key, conn_id, true))
+          return caf::make_message(true);
+        auto r = st.rooms.find(key);
+        if (r == st.rooms.end())
+          return caf::make_message(false);
+        self->delegate(r->second.room, a, conn_id);
+        return caf::delegated<caf::message>{};
       },
       // Publishes, operation changes and state reads go to the room's owner:
       // here, or the owner node's directory (which answers the requester).
@@ -374,6 +527,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         for (auto& [key, e] : st.rooms)
           self->send(e.room, retire_atom::value);
         st.rooms.clear();
+        st.parked.clear(); // their sessions close with the server
         st.shutdown_rp = self->make_response_promise();
         auto rp = st.shutdown_rp;
         finish_shutdown_if_done(self);

@@ -133,7 +133,7 @@ void ws_session::run(const request_type& req, http_request info,
   partial_ = std::move(early);
   ticket_ = state_->enter(weak_from_this(), !reject);
   registered_ = true;
-  info_ = std::move(info);
+  info_ = std::make_unique<http_request>(std::move(info));
 
   if (auto status = wsproto::check_handshake(
           header_value(req, http::field::sec_websocket_key),
@@ -195,7 +195,7 @@ void ws_session::on_handshake_written(beast::error_code ec, std::size_t) {
                 false);
   }
   if (close_code_) { // rejected, or stop() came during the handshake
-    info_ = http_request{};
+    info_.reset();
     wait_readable();
     pump();
     return;
@@ -208,8 +208,8 @@ void ws_session::on_handshake_written(beast::error_code ec, std::size_t) {
 void ws_session::open_session() {
   counter_set::add(state_->counters().connections_total);
   handler_ = state_->app().open(
-      info_, std::make_shared<weak_sink<ws_session>>(weak_from_this()));
-  info_ = http_request{}; // the token and body are not kept
+      *info_, std::make_shared<weak_sink<ws_session>>(weak_from_this()));
+  info_.reset(); // the token and body are not kept
   if (phase_ == phase::done)
     return;
   if (!partial_.empty()) {

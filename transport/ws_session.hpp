@@ -134,7 +134,7 @@ class ws_session : public session_base,
   const std::size_t max_queue_;
   boost::asio::steady_timer timer_; // handshake, keepalive, then close
   std::uint64_t timer_gen_ = 0;     // a wait whose generation is old is void
-  http_request info_;               // until open; then released
+  std::unique_ptr<http_request> info_; // until open; then released
   std::shared_ptr<connection_handler> handler_;
   shared_state::ticket ticket_;
   bool registered_ = false;

@@ -565,6 +565,94 @@ TEST_CASE("resume replays exactly the missed events, then live ones",
   }
 }
 
+TEST_CASE("a user room holds no room actor until it carries an event",
+          "[actors]") {
+  fixture f;
+  auto a1 = f.connect(f.token("alice", {}));
+  auto a2 = f.connect(f.token("alice", {}));
+  auto bob = f.connect(f.token("bob", {}));
+  CHECK(f.node.counters.rooms_alive.load() == 0);
+  auto epoch = f.epoch_of("user:alice");
+  auto c1 = confirmation(*a1.sink, "user:alice");
+  CHECK(c1["event"] == "subscribed");
+  CHECK(c1["epoch"] == epoch);
+  CHECK(c1["offset"] == 0);
+  CHECK(confirmation(*a2.sink, "user:alice")["epoch"] == epoch);
+  auto stats = json::parse(
+      f.http("GET", "/api/v1/ws/stats", "Bearer " + f.token("bob", {})).body);
+  CHECK(stats["active_rooms"] == 2); // user:alice, user:bob
+
+  // The first event starts the room; both parked connections get it.
+  CHECK(f.publish("user:alice", "1", "notice") == 1);
+  CHECK(f.node.counters.rooms_alive.load() == 1);
+  REQUIRE(a1.sink->of_type("notice").size() == 1);
+  CHECK(a1.sink->of_type("notice")[0]["offset"] == 1);
+  CHECK(a2.sink->of_type("notice").size() == 1);
+  CHECK(bob.sink->of_type("notice").empty());
+
+  // Later connections join the room's actor; unsubscribing from a room
+  // joined while parked reaches the actor.
+  auto a3 = f.connect(f.token("alice", {}));
+  CHECK(confirmation(*a3.sink, "user:alice")["offset"] == 1);
+  a1.send(R"({"type":"unsubscribe","room_id":"user:alice"})");
+  f.run();
+  CHECK(a1.sink->of_type("subscription").back()["event"] == "unsubscribed");
+  CHECK(f.publish("user:alice", "2", "notice") == 2);
+  CHECK(a1.sink->of_type("notice").size() == 1);
+  CHECK(a2.sink->of_type("notice").size() == 2);
+  REQUIRE(a3.sink->of_type("notice").size() == 1);
+  CHECK(a3.sink->of_type("notice")[0]["offset"] == 2);
+}
+
+TEST_CASE("a parked user room: unsubscribe, disconnect, resume", "[actors]") {
+  fixture f{std::chrono::seconds(1)};
+  CHECK(f.publish("user:alice", "1", "notice") == 1);
+  CHECK(f.publish("user:alice", "2", "notice") == 2);
+  // Its actor retires once idle; the next connections park again.
+  f.sched->trigger_timeouts();
+  f.run();
+  f.sched->trigger_timeouts();
+  f.run();
+  REQUIRE(f.node.counters.rooms_alive.load() == 0);
+  auto epoch = f.epoch_of("user:alice");
+  auto a = f.connect(f.token("alice", {}));
+  auto b = f.connect(f.token("alice", {}));
+  auto c = f.connect(f.token("alice", {}));
+  CHECK(f.node.counters.rooms_alive.load() == 0);
+  CHECK(confirmation(*a.sink, "user:alice")["offset"] == 2);
+
+  a.send(R"({"type":"unsubscribe","room_id":"user:alice"})");
+  f.run();
+  auto left = a.sink->of_type("subscription").back();
+  CHECK(left["event"] == "unsubscribed");
+  CHECK(left["offset"] == 2);
+  a.send(R"({"type":"unsubscribe","room_id":"user:alice"})");
+  f.run();
+  CHECK(a.sink->of_type("error").back()["error_code"] == "NOT_SUBSCRIBED");
+  b.handler->on_closed();
+  f.run();
+
+  // A resume needs the room's actor: it starts, takes the parked
+  // subscriber (c) and replays the missed event to the resuming one.
+  a.send(resume_frame("user:alice", epoch, 1));
+  f.run();
+  CHECK(f.node.counters.rooms_alive.load() == 1);
+  auto back = a.sink->of_type("subscription").back();
+  CHECK(back["event"] == "subscribed");
+  CHECK(back["recovered"] == true);
+  auto replayed = a.sink->of_type("notice");
+  REQUIRE(replayed.size() == 1);
+  CHECK(replayed[0]["offset"] == 2);
+
+  CHECK(f.publish("user:alice", "3", "notice") == 3);
+  CHECK(a.sink->of_type("notice").back()["offset"] == 3);
+  REQUIRE(c.sink->of_type("notice").size() == 1);
+  CHECK(c.sink->of_type("notice")[0]["offset"] == 3);
+  CHECK(b.sink->of_type("notice").empty()); // left before the room started
+  // Fanned out: event 3 to a and c (1 and 2 had no subscriber).
+  CHECK(f.node.counters.deliveries.load() == 2);
+}
+
 TEST_CASE("resume beyond the replay limit is refused, not truncated",
           "[actors]") {
   fixture f; // replay_limit 50
