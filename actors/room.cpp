@@ -71,6 +71,13 @@ struct room_state {
   bool op_exists = false;
   std::string op_state;      // at `committed`
   std::string pending_state; // at `assigned`
+  // The last committed events (contiguous, ending at `committed`, in
+  // `recent_epoch`), so a resume a few events behind is served without a
+  // history read. Bounded by recent_max_events and recent_max_bytes.
+  // (A vector: an empty std::deque allocates half a kilobyte.)
+  std::vector<persistence::stored_event> recent;
+  std::string recent_epoch;
+  std::size_t recent_bytes = 0;
   // Cluster. A mirror follows `owner_node`'s room (attached: it receives
   // each committed event once, for all its local subscribers); an owner
   // sends each committed event to its attached mirrors and, replica first,
@@ -136,8 +143,64 @@ transport::frame trailer_for(dialect wire, const protocol::publication& pub) {
       protocol::encode_s3_status_update(*status, unix_now_ms()));
 }
 
+constexpr std::size_t recent_max_events = 32;
+constexpr std::size_t recent_max_bytes = 32 * 1024;
+
+std::size_t event_bytes(const persistence::stored_event& ev) {
+  return ev.type.size() + ev.event.size() + ev.data.size() +
+         ev.publish_id.size() + 64;
+}
+
+/// Keeps `pub` among the room's recent events (not for operations: their
+/// subscribers resume from current_state).
+void remember_recent(room_state& st, const protocol::publication& pub) {
+  if (st.reducer)
+    return;
+  if (pub.epoch != st.recent_epoch ||
+      (!st.recent.empty() && st.recent.back().offset + 1 != pub.offset)) {
+    st.recent.clear();
+    st.recent_bytes = 0;
+    st.recent_epoch = pub.epoch;
+  }
+  persistence::stored_event ev{{},       pub.offset, pub.timestamp_ms, pub.type,
+                               pub.event, pub.data,  pub.publish_id};
+  st.recent_bytes += event_bytes(ev);
+  st.recent.push_back(std::move(ev));
+  while (st.recent.size() > recent_max_events ||
+         (st.recent.size() > 1 && st.recent_bytes > recent_max_bytes)) {
+    st.recent_bytes -= event_bytes(st.recent.front());
+    st.recent.erase(st.recent.begin());
+  }
+}
+
+/// The events (after, target] from the recent ones, if they hold them all
+/// and the room's retention keeps them in history too.
+std::optional<std::vector<persistence::stored_event>>
+from_recent(const room_state& st, std::uint64_t after, std::uint64_t target) {
+  if (st.recent.empty() || st.recent_epoch != st.epoch ||
+      st.recent.front().offset > after + 1 || st.recent.back().offset != target)
+    return std::nullopt;
+  if (st.cfg.retention) {
+    const auto& keep = st.cfg.retention->for_room(st.id.str());
+    if (keep.max_events > 0 && target - after > keep.max_events)
+      return std::nullopt;
+    if (keep.max_age_seconds > 0 && target > after) {
+      const auto& first = st.recent[after + 1 - st.recent.front().offset];
+      if (first.timestamp_ms < unix_now_ms() - keep.max_age_seconds * 1000)
+        return std::nullopt;
+    }
+  }
+  std::vector<persistence::stored_event> out;
+  out.reserve(target - after);
+  for (auto& ev : st.recent)
+    if (ev.offset > after && ev.offset <= target)
+      out.push_back(ev);
+  return out;
+}
+
 void fan_out(room_actor* self, const protocol::publication& pub) {
   auto& st = self->state;
+  remember_recent(st, pub);
   std::array<transport::frame, dialect_count> frames{};
   std::array<transport::frame, dialect_count> trailers{};
   auto encoded = [&](dialect wire) -> transport::frame& {
@@ -379,6 +442,10 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   cu.sub = std::move(sub);
   cu.target = target;
   cu.rp = rp;
+  if (auto recent = from_recent(st, after, target)) {
+    finish_catch_up(self, conn_id, after, &*recent);
+    return rp;
+  }
   // A mirror reads the owner's history (its own node may hold none).
   auto source = st.mode == role::mirror ? st.owner_ep : st.writer;
   auto timeout = st.mode == role::mirror ? caf::duration{st.cfg.remote_timeout}

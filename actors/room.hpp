@@ -50,6 +50,7 @@
 
 #include "actors/extension.hpp"
 #include "actors/node_state.hpp"
+#include "persistence/retention.hpp"
 #include "protocol/room_id.hpp"
 
 #include <caf/fwd.hpp>
@@ -79,6 +80,10 @@ struct room_config {
   /// Replicate each event to the room's replica and acknowledge only after
   /// it stored it (false: the owner's commit alone acknowledges).
   bool replicate = true;
+  /// History retention (null: keep everything). A resume is served from
+  /// the room's recent events in memory only where history still holds
+  /// them, so what a client can recover does not depend on the memory.
+  std::shared_ptr<const persistence::retention_rules> retention;
   /// Bound on one request to another node (attach, replication, reads).
   std::chrono::milliseconds remote_timeout{2000};
 };

@@ -38,6 +38,11 @@ struct directory_state {
   std::unordered_map<std::string, parked_room> parked;
   // Their subscribers' connections (watched) → room key.
   std::unordered_map<caf::actor_addr, std::string> parked_conns;
+  // Where parked rooms stood when their last subscriber left: valid while
+  // the room has no actor (only its actor appends), so a user who comes
+  // back parks without asking the writer. Bounded; cleared when full.
+  std::unordered_map<std::string, std::pair<std::string, std::uint64_t>>
+      positions;
   bool shutting_down = false;
   // Cluster: room → the node that last probed this node while taking the
   // room over; replication of that room is accepted from it alone.
@@ -57,6 +62,8 @@ struct directory_state {
 
 using directory_actor = caf::stateful_actor<directory_state>;
 
+constexpr std::size_t max_positions = 10000;
+
 /// Forgets a parked subscriber's connection (no longer watched here).
 void unwatch(directory_actor* self, const subscriber& sub) {
   self->demonitor(sub.conn);
@@ -74,6 +81,7 @@ entry& room_for(directory_actor* self, const protocol::room_id& id) {
   ++st.alive;
   st.keys.emplace(room.address(), id.str());
   auto& e = st.rooms.emplace(id.str(), entry{std::move(room), 0}).first->second;
+  st.positions.erase(id.str());
   // A parked room's subscribers go to its actor before anything else.
   if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
     for (auto& sub : p->second.subs)
@@ -144,6 +152,9 @@ bool unpark(directory_actor* self, const std::string& key,
           false, *id, {p->second.epoch, p->second.offset}, unix_now_ms())));
   if (subs.empty()) {
     st.node->room_active(key, false);
+    if (st.positions.size() >= max_positions)
+      st.positions.clear();
+    st.positions[key] = {std::move(p->second.epoch), p->second.offset};
     st.parked.erase(p);
   }
   return true;
@@ -276,6 +287,15 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
           auto reply = caf::make_message(me, p->second.epoch, p->second.offset);
           park(self, id, p->second, std::move(sub));
+          return reply;
+        }
+        if (auto k = st.positions.find(id.str()); k != st.positions.end()) {
+          auto& p = st.parked[id.str()];
+          p.epoch = std::move(k->second.first);
+          p.offset = k->second.second;
+          st.positions.erase(k);
+          auto reply = caf::make_message(me, p.epoch, p.offset);
+          park(self, id, p, std::move(sub));
           return reply;
         }
         // The room's position, as its actor would start from it.

@@ -148,6 +148,8 @@ result<std::unique_ptr<runtime>> runtime::start(node_config cfg) {
   rc.idle_timeout = im.cfg.room_idle_timeout;
   rc.max_pending_publishes = im.cfg.max_pending_publishes;
   rc.replicate = im.cfg.cluster.replicate;
+  rc.retention =
+      std::make_shared<const persistence::retention_rules>(im.cfg.retention);
   im.placement = std::make_shared<placement_table>(im.cfg.node_id);
   if (mc)
     rc.placement = im.placement;

@@ -393,8 +393,28 @@ struct sqlite_store::impl {
     auto epoch = new_epoch();
     if (!epoch)
       return store_error("no entropy source for a new epoch");
-    use u(room_insert);
-    if (!u.text(1, room).text(2, *epoch).bound() || u.step() != SQLITE_DONE)
+    // The new row is not synced on its own (every user's first
+    // connection creates one, and a sync each capped connects at the
+    // disk's sync rate). The first synced commit after it (any append)
+    // carries it along: the WAL is written in order. Lost in a crash before
+    // one, the room had no events; it gets a new epoch, and a client
+    // holding the lost one resumes with `recovered: false`: no offset of
+    // an epoch a client saw is ever reused.
+    // (Inside a transaction, its commit decides; as on its own.)
+    bool unsynced = mode == durability::full && sqlite3_get_autocommit(db()) &&
+                    exec(db(), "PRAGMA synchronous=NORMAL");
+    bool ok = false;
+    {
+      use u(room_insert);
+      ok = u.text(1, room).text(2, *epoch).bound() && u.step() == SQLITE_DONE;
+    }
+    if (!ok) {
+      auto err = store_error(db());
+      if (unsynced)
+        exec(db(), "PRAGMA synchronous=FULL");
+      return err;
+    }
+    if (unsynced && !exec(db(), "PRAGMA synchronous=FULL"))
       return store_error(db());
     return room_position{std::move(*epoch), 0};
   }

@@ -142,6 +142,8 @@ struct fixture {
     actors::room_config rc;
     rc.idle_timeout = room_idle;
     rc.replay_limit = 50;
+    rc.retention = std::make_shared<const persistence::retention_rules>(
+        wc.retention);
     auto room_kinds = std::make_shared<kind_registry_t>();
     room_kinds->add_operation_kind("index");
     room_kinds->add_operation_kind(
@@ -551,15 +553,36 @@ TEST_CASE("resume replays exactly the missed events, then live ones",
     f.run();
     CHECK(confirmation(*c.sink, "execution:r")["recovered"] == false);
   }
-  SECTION("trimmed history is never a silent gap") {
-    REQUIRE(f.store->trim("execution:r", 2, 0));
-    c.send(resume_frame("execution:r", epoch, 1));
+  SECTION("a resume a few events behind is served from memory") {
+    // History emptied behind the room's back: only the room's recent
+    // events in memory can answer.
+    REQUIRE(f.store->trim("execution:r", 0, 0));
+    REQUIRE(f.store->read_since("execution:r", 0, 10)->empty());
+    c.send(resume_frame("execution:r", epoch, 2));
     f.run();
-    auto conf = confirmation(*c.sink, "execution:r");
-    CHECK(conf["recovered"] == false);
-    CHECK(room_frames(*c.sink, "execution:r").empty());
-    f.publish("execution:r", "6");
+    CHECK(confirmation(*c.sink, "execution:r")["recovered"] == true);
     auto evs = room_frames(*c.sink, "execution:r");
+    REQUIRE(evs.size() == 3);
+    for (std::size_t i = 0; i < evs.size(); ++i)
+      CHECK(evs[i]["offset"] == 3 + i);
+  }
+  SECTION("trimmed history is never a silent gap") {
+    // Written and trimmed before the room's actor starts (no recent events
+    // in memory): the resume reads history.
+    REQUIRE(f.store->position("execution:t"));
+    std::vector<persistence::stored_event> written;
+    for (std::uint64_t i = 1; i <= 5; ++i)
+      written.push_back({"execution:t", i, 0, "execution_update", "",
+                         std::to_string(i), ""});
+    REQUIRE(f.store->append(written, {}));
+    REQUIRE(f.store->trim("execution:t", 2, 0));
+    c.send(resume_frame("execution:t", f.epoch_of("execution:t"), 1));
+    f.run();
+    auto conf = confirmation(*c.sink, "execution:t");
+    CHECK(conf["recovered"] == false);
+    CHECK(room_frames(*c.sink, "execution:t").empty());
+    f.publish("execution:t", "6");
+    auto evs = room_frames(*c.sink, "execution:t");
     REQUIRE(evs.size() == 1);
     CHECK(evs[0]["offset"] == 6);
   }
