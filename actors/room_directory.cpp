@@ -106,8 +106,6 @@ bool parkable(const directory_state& st, const protocol::room_id& id,
          st.rooms.count(id.str()) == 0;
 }
 
-using subscribe_reply = std::tuple<caf::actor, std::string, std::uint64_t>;
-
 /// Adds `sub` to the parked room at `p` (replacing an entry of the same
 /// connection) and confirms it as the room would.
 void park(directory_actor* self, const protocol::room_id& id,
@@ -128,6 +126,15 @@ void park(directory_actor* self, const protocol::room_id& id,
   self->monitor(sub.conn);
   st.parked_conns[sub.conn.address()] = id.str();
   p.subs.push_back(std::move(sub));
+}
+
+/// Answers the current request with `xs` (a result<message> made from a
+/// message would wrap it in another).
+template <class... Ts>
+caf::result<caf::message> answer(directory_actor* self, Ts&&... xs) {
+  auto rp = self->make_response_promise();
+  rp.deliver(std::forward<Ts>(xs)...);
+  return rp;
 }
 
 /// Removes connection `conn_id` from parked room `key`; false when it was
@@ -285,7 +292,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         }
         auto me = caf::actor_cast<caf::actor>(self);
         if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
-          auto reply = caf::make_message(me, p->second.epoch, p->second.offset);
+          auto reply = answer(self, me, p->second.epoch, p->second.offset);
           park(self, id, p->second, std::move(sub));
           return reply;
         }
@@ -294,7 +301,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           p.epoch = std::move(k->second.first);
           p.offset = k->second.second;
           st.positions.erase(k);
-          auto reply = caf::make_message(me, p.epoch, p.offset);
+          auto reply = answer(self, me, p.epoch, p.offset);
           park(self, id, p, std::move(sub));
           return reply;
         }
@@ -330,10 +337,10 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           std::uint64_t conn_id) -> caf::result<caf::message> {
         auto& st = self->state;
         if (unpark(self, key, conn_id, true))
-          return caf::make_message(true);
+          return answer(self, true);
         auto r = st.rooms.find(key);
         if (r == st.rooms.end())
-          return caf::make_message(false);
+          return answer(self, false);
         self->delegate(r->second.room, a, conn_id);
         return caf::delegated<caf::message>{};
       },

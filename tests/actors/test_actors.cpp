@@ -643,9 +643,21 @@ TEST_CASE("a parked user room: unsubscribe, disconnect, resume", "[actors]") {
   auto c = f.connect(f.token("alice", {}));
   CHECK(f.node.counters.rooms_alive.load() == 0);
   CHECK(confirmation(*a.sink, "user:alice")["offset"] == 2);
+  // Joined while parked (the room already parked): listed, and leaving it
+  // is answered without an error.
+  c.send(R"({"type":"list_subscriptions"})");
+  c.send(R"({"type":"unsubscribe","room_id":"user:alice"})");
+  c.send(R"({"type":"subscribe","room_id":"user:alice"})");
+  f.run();
+  REQUIRE(c.sink->of_type("subscriptions").size() == 1);
+  CHECK(c.sink->of_type("subscriptions")[0]["rooms"] ==
+        json::array({"user:alice"}));
+  CHECK(c.sink->of_type("subscription").back()["event"] == "subscribed");
+  CHECK(c.sink->of_type("error").empty());
 
   a.send(R"({"type":"unsubscribe","room_id":"user:alice"})");
   f.run();
+  CHECK(a.sink->of_type("error").empty());
   auto left = a.sink->of_type("subscription").back();
   CHECK(left["event"] == "unsubscribed");
   CHECK(left["offset"] == 2);
