@@ -97,6 +97,12 @@ struct subscriber {
   std::optional<protocol::stream_position> since;
 };
 
+/// A request that can be retried (overload, a room moving between nodes,
+/// a node shutting down): `unavailable` to the client.
+inline caf::error unavailable() {
+  return caf::make_error(caf::sec::request_timeout, "unavailable");
+}
+
 /// Actors report client-facing failures as `sec::invalid_argument` with an
 /// error-table name as context; anything else is `unavailable`.
 inline caf::error client_error(protocol::error_code code) {

@@ -402,7 +402,7 @@ subscribe_result subscribe(room_actor* self, subscriber& sub) {
   // missed meanwhile follow from the owner's history); only one that never
   // attached has nothing to serve.
   if (st.mode == role::mirror && !st.attached && st.epoch.empty())
-    return caf::make_error(caf::sec::request_timeout, "unavailable");
+    return unavailable();
   if (st.reducer && !st.op_exists)
     return operation_not_found();
   if (!has_subscribers(st))
@@ -545,7 +545,7 @@ caf::result<std::uint64_t> publish(room_actor* self,
       st.resyncing || st.retiring ||
       st.in_flight >= st.cfg.max_pending_publishes) {
     st.node->counters.publish_errors.fetch_add(1, std::memory_order_relaxed);
-    return caf::make_error(caf::sec::request_timeout, "unavailable");
+    return unavailable();
   }
   protocol::publication pub;
   pub.room = st.id;
@@ -628,7 +628,7 @@ caf::result<std::uint64_t> publish(room_actor* self,
     if (ok)
       return store_here();
     replica_failed(self);
-    failed(caf::make_error(caf::sec::request_timeout, "unavailable"));
+    failed(unavailable());
     if (last > offset - 1)
       owner_behind(self);
   });
@@ -776,10 +776,6 @@ caf::actor endpoint_of(const placement_view& v, const std::string& node) {
 bool same_handle(const caf::actor& a, const caf::actor& b) {
   return caf::actor_cast<caf::strong_actor_ptr>(a).get() ==
          caf::actor_cast<caf::strong_actor_ptr>(b).get();
-}
-
-caf::error unavailable() {
-  return caf::make_error(caf::sec::request_timeout, "unavailable");
 }
 
 /// Ends every local subscription with close 1012: the room's history went

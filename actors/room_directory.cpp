@@ -191,10 +191,6 @@ route route_of(directory_actor* self, const std::string& key) {
   return r;
 }
 
-caf::error not_owner() {
-  return caf::make_error(caf::sec::request_timeout, "unavailable");
-}
-
 caf::response_promise take_in_flight(directory_actor* self, std::uint64_t id,
                                      bool& found) {
   auto& m = self->state.in_flight;
@@ -214,7 +210,7 @@ template <class... Rs, class... Ts>
 caf::result<caf::message> forward(directory_actor* self, const route& r,
                                   Ts&&... xs) {
   if (!r.owner)
-    return not_owner();
+    return unavailable();
   auto& st = self->state;
   auto id = ++st.next_request;
   auto rp = self->make_response_promise();
@@ -312,7 +308,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
                 [=](std::string& epoch, std::uint64_t offset) mutable {
                   auto& st = self->state;
                   if (st.shutting_down)
-                    return rp.deliver(not_owner()); // `unavailable`
+                    return rp.deliver(unavailable());
                   if (!parkable(st, id, sub)) {
                     // An actor started meanwhile: it serves the subscribe.
                     auto& e = room_for(self, id);
@@ -402,7 +398,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           std::string& publish_id) -> caf::result<caf::message> {
         auto id = protocol::parse_room_id(key);
         if (!id || route_of(self, key).elsewhere)
-          return not_owner();
+          return unavailable();
         protocol::publish_request req{*id, std::move(type), std::move(event),
                                       std::move(data), std::move(publish_id)};
         auto& e = room_for(self, *id);
@@ -414,7 +410,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           persistence::operation_record& rec) -> caf::result<caf::message> {
         auto id = protocol::parse_room_id(key);
         if (!id || route_of(self, key).elsewhere)
-          return not_owner();
+          return unavailable();
         auto& e = room_for(self, *id);
         ++e.forwarded;
         self->delegate(e.room, op_create_atom::value, std::move(rec));
@@ -424,7 +420,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           std::string& args, std::string& caller) -> caf::result<caf::message> {
         auto id = protocol::parse_room_id(key);
         if (!id || route_of(self, key).elsewhere)
-          return not_owner();
+          return unavailable();
         auto& e = room_for(self, *id);
         ++e.forwarded;
         self->delegate(e.room, command_atom::value, std::move(name),
@@ -434,7 +430,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
       [=](r_state_atom, const std::string& key) -> caf::result<caf::message> {
         auto id = protocol::parse_room_id(key);
         if (!id || route_of(self, key).elsewhere)
-          return not_owner();
+          return unavailable();
         auto& e = room_for(self, *id);
         ++e.forwarded;
         self->delegate(e.room, state_atom::value);
@@ -444,7 +440,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           std::string& epoch, std::uint64_t seen) -> caf::result<caf::message> {
         auto id = protocol::parse_room_id(key);
         if (!id || route_of(self, key).elsewhere)
-          return not_owner();
+          return unavailable();
         auto& e = room_for(self, *id);
         ++e.forwarded;
         self->delegate(e.room, a, std::move(mirror), std::move(epoch), seen);
@@ -494,11 +490,8 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           persistence::replica_batch& batch) -> caf::result<caf::message> {
         auto& st = self->state;
         auto f = st.fences.find(batch.room);
-        if (f != st.fences.end() && f->second != from) {
-          auto rp = self->make_response_promise();
-          rp.deliver(false, std::uint64_t{0});
-          return rp;
-        }
+        if (f != st.fences.end() && f->second != from)
+          return answer(self, false, std::uint64_t{0});
         self->delegate(st.writer, a, std::move(batch));
         return caf::delegated<caf::message>{};
       },
@@ -518,7 +511,7 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
             ++i;
             continue;
           }
-          i->second.rp.deliver(not_owner());
+          i->second.rp.deliver(unavailable());
           i = st.in_flight.erase(i);
         }
       },
