@@ -12,7 +12,13 @@
 
 #include <caf/all.hpp>
 
+// The relay below takes an HTTP responder in a message; it never leaves the
+// node.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::transport::http_responder)
+
+#include <chrono>
 #include <cstdio>
+#include <map>
 #include <random>
 
 namespace tidings::actors {
@@ -45,6 +51,80 @@ std::optional<std::string_view> s3_operation_path(std::string_view path) {
   return path.substr(prefix.size());
 }
 
+/// Waits for the acknowledgements of API publishes, for every HTTP session
+/// at once. One long-lived actor instead of one actor per publish, and no
+/// CAF request timeout: each of those wakes CAF's timer thread when it is
+/// set, when its actor ends and when it fires, several thread switches per
+/// publish. The backstop is a sweep once a second that answers a publish
+/// still unacknowledged after `publish_deadline` with `unavailable`.
+struct relay_state {
+  struct entry {
+    transport::http_responder respond;
+    caf::actor_clock::time_point deadline;
+  };
+  std::map<std::uint64_t, entry> waiting; // ids grow with time
+  std::uint64_t next_id = 0;
+  bool sweep_armed = false;
+  static inline const char* name = "publish_relay";
+};
+
+using relay_actor = caf::stateful_actor<relay_state>;
+
+constexpr std::chrono::seconds publish_deadline{10};
+constexpr std::chrono::seconds relay_sweep{1};
+
+void relay_answer(relay_actor* self, std::uint64_t id, http_response r) {
+  auto& w = self->state.waiting;
+  auto i = w.find(id);
+  if (i == w.end()) // answered by the sweep already
+    return;
+  auto respond = std::move(i->second.respond);
+  w.erase(i);
+  respond(std::move(r));
+}
+
+caf::behavior publish_relay(relay_actor* self, caf::actor dir) {
+  return {
+      [=](publish_atom, protocol::publish_request& pub,
+          transport::http_responder& respond) {
+        auto& st = self->state;
+        auto id = ++st.next_id;
+        st.waiting.emplace(id, relay_state::entry{std::move(respond),
+                                                  self->clock().now() +
+                                                      publish_deadline});
+        if (!st.sweep_armed) {
+          st.sweep_armed = true;
+          self->delayed_send(self, relay_sweep, tick_atom::value);
+        }
+        auto room = pub.room.str();
+        self->request(dir, caf::infinite, publish_atom::value, std::move(pub))
+            .then(
+                [=](std::uint64_t offset) {
+                  std::string body = "{\"room_id\":";
+                  protocol::append_json_string(body, room);
+                  body += ",\"offset\":" + std::to_string(offset) + "}";
+                  relay_answer(self, id, json_reply(200, std::move(body)));
+                },
+                [=](caf::error& err) {
+                  relay_answer(self, id, error_reply(error_code_of(err)));
+                });
+      },
+      [=](tick_atom) {
+        auto& st = self->state;
+        auto now = self->clock().now();
+        while (!st.waiting.empty() &&
+               st.waiting.begin()->second.deadline <= now) {
+          auto respond = std::move(st.waiting.begin()->second.respond);
+          st.waiting.erase(st.waiting.begin());
+          respond(error_reply(error_code::unavailable));
+        }
+        st.sweep_armed = !st.waiting.empty();
+        if (st.sweep_armed)
+          self->delayed_send(self, relay_sweep, tick_atom::value);
+      },
+  };
+}
+
 } // namespace
 
 gateway::gateway(caf::actor_system& sys, caf::actor directory,
@@ -60,6 +140,16 @@ gateway::gateway(caf::actor_system& sys, caf::actor directory,
   // Long-poll reads go through the directory, which asks the room's owner.
   streams_ = std::make_unique<stream_http>(sys_, directory_, directory_, node_,
                                            cfg_.conn, cfg_.streams);
+  publisher_ = sys_.spawn(publish_relay, directory_);
+}
+
+gateway::~gateway() {
+  stop();
+}
+
+void gateway::stop() {
+  if (!stopped_.exchange(true))
+    caf::anon_send_exit(publisher_, caf::exit_reason::user_shutdown);
 }
 
 std::optional<protocol::claims>
@@ -357,21 +447,10 @@ void gateway::publish(transport::http_request& req,
   if (auto* err = std::get_if<protocol::request_error>(&parsed))
     return respond(error_reply(err->code, err->detail));
   auto pub = std::get<protocol::publish_request>(std::move(parsed));
-  auto room = pub.room.str();
-  // A short-lived actor waits for the commit so no I/O thread blocks.
-  sys_.spawn([dir = directory_, pub = std::move(pub), room,
-              respond = std::move(respond)](caf::event_based_actor* self) {
-    self->request(dir, std::chrono::seconds(10), publish_atom::value,
-                  std::move(pub))
-        .then(
-            [=](std::uint64_t offset) {
-              std::string body = "{\"room_id\":";
-              protocol::append_json_string(body, room);
-              body += ",\"offset\":" + std::to_string(offset) + "}";
-              respond(json_reply(200, std::move(body)));
-            },
-            [=](caf::error& err) { respond(error_reply(error_code_of(err))); });
-  });
+  if (stopped_.load(std::memory_order_relaxed))
+    return respond(error_reply(error_code::unavailable));
+  caf::anon_send(publisher_, publish_atom::value, std::move(pub),
+                 std::move(respond));
 }
 
 std::optional<transport::http_response>

@@ -1,7 +1,8 @@
 // The application behind the transport: routes HTTP requests to the API and
 // turns each WebSocket session into a connection actor. Called on transport
 // I/O threads; it never blocks them: anything that needs an actor's answer
-// runs in a short-lived actor that completes the responder.
+// runs in an actor that completes the responder (API publishes: one
+// long-lived relay; other requests: a short-lived actor each).
 //
 // Endpoints:
 //   GET  /healthz              200 {"status":"ok"}
@@ -72,6 +73,12 @@ class gateway : public transport::application {
  public:
   gateway(caf::actor_system& sys, caf::actor directory, caf::actor writer,
           node_state& node, gateway_config cfg);
+  ~gateway() override;
+
+  /// Stops the actor that waits for publish acknowledgements; later API
+  /// publishes answer `unavailable`. Called before the actor system waits
+  /// for its actors to finish.
+  void stop();
 
   void handle_http(transport::http_request req,
                    transport::http_responder respond) override;
@@ -95,6 +102,8 @@ class gateway : public transport::application {
   caf::actor_system& sys_;
   caf::actor directory_;
   caf::actor writer_;
+  caf::actor publisher_; // relays API publishes (gateway.cpp)
+  std::atomic<bool> stopped_{false};
   node_state& node_;
   gateway_config cfg_;
   std::atomic<std::uint64_t> next_conn_{1};

@@ -252,6 +252,9 @@ void runtime::shutdown() {
     caf::anon_send_exit(im.cluster_node, caf::exit_reason::user_shutdown);
     im.cluster_node = nullptr;
   }
+  // The publish relay lives as long as the gateway, which the server holds.
+  if (im.app)
+    im.app->stop();
   im.app.reset();
   im.s2_app.reset();
   im.directory = nullptr;

@@ -735,6 +735,67 @@ TEST_CASE("publishes racing a resume: no gap, no duplicate", "[actors]") {
   }
 }
 
+TEST_CASE("an API publish nobody acknowledges answers UNAVAILABLE after 10 s",
+          "[actors]") {
+  fixture f;
+  // A directory that takes publishes and answers them only when told.
+  auto held = std::make_shared<std::vector<caf::response_promise>>();
+  auto hole = f.sys->spawn([held](caf::event_based_actor* self) {
+    return caf::behavior{
+        [=](actors::publish_atom, protocol::publish_request&) {
+          held->push_back(self->make_response_promise());
+        },
+        [=](actors::tick_atom) {
+          for (auto& rp : *held)
+            rp.deliver(std::uint64_t{1});
+        },
+    };
+  });
+  actors::connection_config cc;
+  cc.key = std::make_shared<const protocol::jwt_key>(
+      *protocol::jwt_key::hs256(secret));
+  actors::gateway_config gc;
+  gc.conn = std::make_shared<const actors::connection_config>(cc);
+  gc.api_key = f.api_key;
+  auto gw = std::make_shared<actors::gateway>(*f.sys, hole, f.writer, f.node,
+                                              gc);
+  auto answers = std::make_shared<std::vector<transport::http_response>>();
+  transport::http_request req;
+  req.method = "POST";
+  req.target = "/api/v1/publish";
+  req.authorization = "Bearer " + f.api_key;
+  req.body = R"({"room_id":"execution:lost","type":"t","data":1})";
+  gw->handle_http(req, [answers](transport::http_response r) {
+    answers->push_back(std::move(r));
+  });
+  f.run();
+  REQUIRE(held->size() == 1);
+  CHECK(answers->empty());
+  f.sched->advance_time(std::chrono::seconds(9));
+  f.run();
+  CHECK(answers->empty()); // still within its deadline
+  f.sched->advance_time(std::chrono::seconds(2));
+  f.run();
+  REQUIRE(answers->size() == 1);
+  CHECK((*answers)[0].status == 503);
+  CHECK(json::parse((*answers)[0].body)["error_code"] == "UNAVAILABLE");
+  // An acknowledgement after the deadline is not answered twice.
+  caf::anon_send(hole, actors::tick_atom::value);
+  f.run();
+  CHECK(answers->size() == 1);
+  // Once stopped, the gateway refuses publishes at once.
+  gw->stop();
+  f.run();
+  gw->handle_http(req, [answers](transport::http_response r) {
+    answers->push_back(std::move(r));
+  });
+  REQUIRE(answers->size() == 2);
+  CHECK((*answers)[1].status == 503);
+  gw.reset();
+  caf::anon_send_exit(hole, caf::exit_reason::user_shutdown);
+  f.run();
+}
+
 TEST_CASE("a repeated publish_id returns the first offset", "[actors]") {
   fixture f{std::chrono::seconds(1)};
   auto body = [](const std::string& id, int n) {
