@@ -12,11 +12,14 @@
 # Scenarios (default: all): fanout-1room fanout-rooms fanout-1room-half
 # fanout-rooms-half idle-10k idle-50k storm history. Groups: fanout (the four
 # fanout ones), idle (both idle ones).
-# Peers (default: all): tidings,tidings-normal,nchan,socketio,socketio-recovery,ws.
+# Peers (default: all): tidings,tidings-normal,nchan,socketio,socketio-recovery,ws,floor.
 # tidings commits every event to SQLite with an fsync before sending it
 # (--durability full, the default); tidings-normal is the same server with
 # --durability normal (no fsync per commit), closer to what the in-memory
-# peers promise.
+# peers promise. floor is no server: bench/floor/sendfloor.c makes one send()
+# per delivery to the same number of loopback sockets at the same rate and
+# reads them back, which measures the kernel's share of a delivery on this
+# machine (fan-out scenarios only).
 #
 # Output: bench/results/<UTC timestamp>/ with raw/ (one CSV per run, as the
 # generator printed it), logs/ (servers' and generator's stderr; ignored by
@@ -43,7 +46,7 @@ py=/usr/bin/python3
 
 all_scenarios=(fanout-1room fanout-rooms fanout-1room-half fanout-rooms-half
                idle-10k idle-50k storm history)
-all_peers=(tidings tidings-normal nchan socketio socketio-recovery ws)
+all_peers=(tidings tidings-normal nchan socketio socketio-recovery ws floor)
 
 # ------------------------------------------------------------------ options
 
@@ -201,6 +204,7 @@ needs_nginx=0; needs_node=0
 has_peer nchan && needs_nginx=1
 { has_peer socketio || has_peer socketio-recovery || has_peer ws; } && needs_node=1
 [ $needs_nginx = 1 ] && { apt_install nginx-light libnginx-mod-nchan || exit 1; }
+if has_peer floor && ! command -v cc >/dev/null; then apt_install gcc libc6-dev || exit 1; fi
 [ $chart = 1 ] && { command -v gnuplot >/dev/null || apt_install gnuplot-nox || chart=0; }
 if [ $needs_node = 1 ]; then
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm || exit 1; fi
@@ -453,7 +457,8 @@ peer_args() {
 scenario_args() {
   local s="$1" q=$quick subs rooms events rate pubs
   skip_reason=""
-  scen_peers="tidings tidings-normal nchan socketio socketio-recovery ws"
+  scen_peers="tidings tidings-normal nchan socketio socketio-recovery ws floor"
+  scen_floor=()
   case "$s" in
     fanout-1room|fanout-1room-half)
       # 1,000 subscribers in one room; 100 events/s for 10 s = 100k
@@ -464,6 +469,7 @@ scenario_args() {
       scen_subs=$subs
       scen_args=(--subscribers "$subs" --rooms 1 --events "$events" --rate "$rate"
                  --publishers 4)
+      scen_floor=("$subs" "$events" "$rate" "$floor_bytes" 1)
       if [ $q = 1 ]; then scen_args+=(--drain 20 --timeout 120); else scen_args+=(--drain 60 --timeout 300); fi
       ;;
     fanout-rooms|fanout-rooms-half)
@@ -476,6 +482,7 @@ scenario_args() {
       scen_subs=$subs
       scen_args=(--subscribers "$subs" --rooms "$rooms" --events "$events" --rate "$rate"
                  --publishers "$pubs")
+      scen_floor=("$subs" "$events" "$rate" "$floor_bytes" "$rooms")
       if [ $q = 1 ]; then scen_args+=(--drain 20 --timeout 180); else scen_args+=(--drain 60 --timeout 400); fi
       ;;
     idle-10k|idle-50k)
@@ -483,6 +490,7 @@ scenario_args() {
       [ $q = 1 ] && subs=$((subs / 5))
       rooms=$((subs / 10))
       scen_subs=$subs
+      scen_peers="tidings tidings-normal nchan socketio socketio-recovery ws"
       if [ $gen_modes = 1 ]; then
         local hold=10; [ $q = 1 ] && hold=3
         scen_args=(--mode idle --subscribers "$subs" --rooms "$rooms" --idle-hold "$hold"
@@ -524,8 +532,43 @@ record() { # scenario peer rep status file note
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${6:-}" >>"$runs_tsv"
 }
 
+# About the size of a Tidings event frame in these scenarios (the
+# generator's payload in the native envelope). The cost of a send hardly
+# depends on it: 5.8, 6.6 and 6.6 us per send at 60, 200 and 400 bytes.
+floor_bytes=200
+
+run_floor() { # scenario rep
+  local scen="$1" rep="$2" base file rc=0
+  base="$out/logs/$scen.floor.rep$rep"
+  file="raw/$scen.floor.rep$rep.csv"
+  if [ -z "${floor_bin:-}" ]; then
+    floor_bin="$tmp_root/sendfloor"
+    if ! cc -O2 -o "$floor_bin" "$root/bench/floor/sendfloor.c" 2>"$out/logs/sendfloor.cc.log"; then
+      log "floor: cc failed; see $out/logs/sendfloor.cc.log"
+      floor_bin=none
+    fi
+  fi
+  if [ "$floor_bin" = none ]; then
+    record "$scen" floor "$rep" skipped "" "sendfloor.c did not compile"; return 0
+  fi
+  log "$scen / floor / rep $rep: sendfloor ${scen_floor[*]}"
+  timeout -k 10 300 "$floor_bin" "${scen_floor[@]}" --csv \
+    >"$out/$file" 2>"$base.bench.log" &
+  gen_pid=$!
+  wait "$gen_pid" || rc=$?
+  gen_pid=""
+  if [ $rc = 0 ] && [ "$(grep -c . "$out/$file" 2>/dev/null || echo 0)" -ge 2 ]; then
+    record "$scen" floor "$rep" ok "$file" "sendfloor"
+    "$py" "$lib_dir/aggregate.py" line "$out/$file" "$scen" floor "$rep" >&2 || true
+  else
+    log "$scen / floor / rep $rep: sendfloor exit $rc; see $base.bench.log"
+    record "$scen" floor "$rep" failed "$file" "sendfloor exit $rc"
+  fi
+}
+
 run_one() { # scenario peer rep
   local scen="$1" peer="$2" rep="$3" base file rc=0
+  [ "$peer" = floor ] && { run_floor "$scen" "$rep"; return 0; }
   base="$out/logs/$scen.$peer.rep$rep"
   file="raw/$scen.$peer.rep$rep.csv"
   if ! peer_args "$peer"; then

@@ -21,7 +21,8 @@ import re
 import statistics
 import sys
 
-PEER_ORDER = ["tidings", "tidings-normal", "nchan", "socketio", "socketio-recovery", "ws"]
+PEER_ORDER = ["tidings", "tidings-normal", "nchan", "socketio", "socketio-recovery", "ws",
+              "floor"]
 SCENARIO_ORDER = ["fanout-1room", "fanout-rooms", "fanout-1room-half",
                   "fanout-rooms-half", "idle-10k", "idle-50k", "storm",
                   "history-full", "history-normal"]

@@ -24,6 +24,7 @@ PEER_LABEL = {
     "socketio": "Socket.IO",
     "socketio-recovery": "Socket.IO + recovery",
     "ws": "ws (no history)",
+    "floor": "floor: sends only, no server",
 }
 
 SCENARIO_TITLE = {
