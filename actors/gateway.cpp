@@ -54,9 +54,9 @@ std::optional<std::string_view> s3_operation_path(std::string_view path) {
 /// Waits for the acknowledgements of API publishes, for every HTTP session
 /// at once. One long-lived actor instead of one actor per publish, and no
 /// CAF request timeout: each of those wakes CAF's timer thread when it is
-/// set, when its actor ends and when it fires, several thread switches per
-/// publish. The backstop is a sweep once a second that answers a publish
-/// still unacknowledged after `publish_deadline` with `unavailable`.
+/// set, when its actor ends with it pending, and when it fires. The
+/// backstop is a sweep once a second that answers a publish still
+/// unacknowledged after `publish_deadline` with `unavailable`.
 struct relay_state {
   struct entry {
     transport::http_responder respond;
