@@ -36,8 +36,9 @@ struct directory_state {
     std::vector<subscriber> subs;
   };
   std::unordered_map<std::string, parked_room> parked;
-  // Their subscribers' connections (watched) → room key.
-  std::unordered_map<caf::actor_addr, std::string> parked_conns;
+  // Their subscribers' connections (watched) → room keys: one connection
+  // may join several (an admin may join other users' rooms).
+  std::unordered_multimap<caf::actor_addr, std::string> parked_conns;
   // Where parked rooms stood when their last subscriber left: valid while
   // the room has no actor (only its actor appends), so a user who comes
   // back parks without asking the writer. Bounded; cleared when full.
@@ -64,10 +65,29 @@ using directory_actor = caf::stateful_actor<directory_state>;
 
 constexpr std::size_t max_positions = 10000;
 
-/// Forgets a parked subscriber's connection (no longer watched here).
-void unwatch(directory_actor* self, const subscriber& sub) {
-  self->demonitor(sub.conn);
-  self->state.parked_conns.erase(sub.conn.address());
+/// Watches a parked subscriber's connection, once however many parked
+/// rooms it joins.
+void watch(directory_actor* self, const subscriber& sub,
+           const std::string& key) {
+  auto& conns = self->state.parked_conns;
+  if (conns.count(sub.conn.address()) == 0)
+    self->monitor(sub.conn);
+  conns.emplace(sub.conn.address(), key);
+}
+
+/// Forgets that a parked subscriber's connection is in parked room `key`;
+/// stops watching it when it is in none.
+void unwatch(directory_actor* self, const subscriber& sub,
+             const std::string& key) {
+  auto& conns = self->state.parked_conns;
+  auto [b, e] = conns.equal_range(sub.conn.address());
+  for (auto i = b; i != e; ++i)
+    if (i->second == key) {
+      conns.erase(i);
+      break;
+    }
+  if (conns.count(sub.conn.address()) == 0)
+    self->demonitor(sub.conn);
 }
 
 entry& room_for(directory_actor* self, const protocol::room_id& id) {
@@ -85,7 +105,7 @@ entry& room_for(directory_actor* self, const protocol::room_id& id) {
   // A parked room's subscribers go to its actor before anything else.
   if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
     for (auto& sub : p->second.subs)
-      unwatch(self, sub);
+      unwatch(self, sub, id.str());
     ++e.forwarded;
     self->send(e.room, adopt_atom::value, std::move(p->second.epoch),
                p->second.offset, std::move(p->second.subs));
@@ -123,8 +143,7 @@ void park(directory_actor* self, const protocol::room_id& id,
     *same = std::move(sub);
     return;
   }
-  self->monitor(sub.conn);
-  st.parked_conns[sub.conn.address()] = id.str();
+  watch(self, sub, id.str());
   p.subs.push_back(std::move(sub));
 }
 
@@ -152,7 +171,7 @@ bool unpark(directory_actor* self, const std::string& key,
     return false;
   auto sub = std::move(*i);
   subs.erase(i);
-  unwatch(self, sub);
+  unwatch(self, sub, key);
   if (confirm && confirms(sub.wire))
     if (auto id = protocol::parse_room_id(key))
       sub.sink->deliver(transport::make_frame(protocol::encode_subscription(
@@ -254,15 +273,18 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
     self->delayed_send(self, cfg.sweep_interval, sweep_atom::value);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    if (auto c = st.parked_conns.find(dm.source); c != st.parked_conns.end()) {
-      auto key = c->second; // a parked subscriber's connection crashed
-      auto p = st.parked.find(key);
-      if (p != st.parked.end())
-        for (auto& sub : p->second.subs)
-          if (sub.conn.address() == dm.source) {
-            unpark(self, key, sub.conn_id, false);
-            break;
-          }
+    if (auto [b, e] = st.parked_conns.equal_range(dm.source); b != e) {
+      // A parked subscriber's connection ended without leaving its rooms.
+      std::vector<std::string> keys;
+      for (auto i = b; i != e; ++i)
+        keys.push_back(i->second);
+      for (auto& key : keys)
+        if (auto p = st.parked.find(key); p != st.parked.end())
+          for (auto& sub : p->second.subs)
+            if (sub.conn.address() == dm.source) {
+              unpark(self, key, sub.conn_id, false);
+              break;
+            }
       st.parked_conns.erase(dm.source);
       return;
     }
@@ -287,18 +309,19 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
           return caf::delegated<caf::message>{};
         }
         auto me = caf::actor_cast<caf::actor>(self);
-        if (auto p = st.parked.find(id.str()); p != st.parked.end()) {
+        auto p = st.parked.find(id.str());
+        if (auto k = st.positions.find(id.str());
+            p == st.parked.end() && k != st.positions.end()) {
+          p = st.parked
+                  .emplace(id.str(), directory_state::parked_room{
+                                         std::move(k->second.first),
+                                         k->second.second, {}})
+                  .first;
+          st.positions.erase(k);
+        }
+        if (p != st.parked.end()) {
           auto reply = answer(self, me, p->second.epoch, p->second.offset);
           park(self, id, p->second, std::move(sub));
-          return reply;
-        }
-        if (auto k = st.positions.find(id.str()); k != st.positions.end()) {
-          auto& p = st.parked[id.str()];
-          p.epoch = std::move(k->second.first);
-          p.offset = k->second.second;
-          st.positions.erase(k);
-          auto reply = answer(self, me, p.epoch, p.offset);
-          park(self, id, p, std::move(sub));
           return reply;
         }
         // The room's position, as its actor would start from it.

@@ -627,6 +627,42 @@ TEST_CASE("a user room holds no room actor until it carries an event",
   CHECK(a3.sink->of_type("notice")[0]["offset"] == 2);
 }
 
+TEST_CASE("a connection that ends without leaving leaves every parked room",
+          "[actors]") {
+  fixture f;
+  // One connection (an admin may join other users' rooms) in two parked
+  // rooms, and another in one of them.
+  auto idle = [](caf::event_based_actor*) {
+    return caf::behavior{[](actors::tick_atom) {}};
+  };
+  auto conn = f.sys->spawn(idle);
+  auto other = f.sys->spawn(idle);
+  auto sink = std::make_shared<recording_sink>();
+  auto join = [&](const caf::actor& c, std::uint64_t id,
+                  const std::string& room) {
+    actors::subscriber sub;
+    sub.conn_id = id;
+    sub.conn = c;
+    sub.sink = sink;
+    caf::anon_send(f.directory, actors::subscribe_atom::value,
+                   *protocol::parse_room_id(room), std::move(sub));
+    f.run();
+  };
+  join(conn, 901, "user:bob");
+  join(conn, 901, "user:carol");
+  join(other, 902, "user:carol");
+  CHECK(f.node.counters.rooms_alive.load() == 0);
+  CHECK(f.node.active_rooms() ==
+        std::vector<std::string>{"user:bob", "user:carol"});
+  // It ends without unsubscribing: both rooms forget it.
+  caf::anon_send_exit(conn, caf::exit_reason::kill);
+  f.run();
+  CHECK(f.node.active_rooms() == std::vector<std::string>{"user:carol"});
+  caf::anon_send_exit(other, caf::exit_reason::kill);
+  f.run();
+  CHECK(f.node.active_rooms().empty());
+}
+
 TEST_CASE("a parked user room: unsubscribe, disconnect, resume", "[actors]") {
   fixture f{std::chrono::seconds(1)};
   CHECK(f.publish("user:alice", "1", "notice") == 1);
