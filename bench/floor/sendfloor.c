@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,42 +69,47 @@ static void reader(int port, int conns, long long expect, int size,
   int ep = epoll_create1(0);
   if (ep < 0)
     die("epoll_create1");
+  /* Per socket, by index: its descriptor, the bytes of the current message
+   * read so far, and that message's first 8 bytes (the send time). */
+  int *fds = calloc(conns, sizeof(int));
+  int *partial = calloc(conns, sizeof(int));
+  char (*stamp)[8] = calloc(conns, 8);
+  if (!fds || !partial || !stamp)
+    die("calloc");
   for (int i = 0; i < conns; ++i) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
       die("connect");
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    fds[i] = fd;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
       die("epoll_ctl");
   }
   static char buf[65536];
   struct epoll_event evs[256];
   long long got = 0, messages = 0;
-  /* Bytes of the current message already read, per socket (fd-indexed). */
-  int *partial = calloc(conns + 64 + 3 * conns, sizeof(int));
-  char (*stamp)[8] = calloc(conns + 64 + 3 * conns, 8);
   while (got < expect) {
     int n = epoll_wait(ep, evs, 256, 10000);
     if (n <= 0)
       die("epoll_wait (writer stalled)");
     for (int i = 0; i < n; ++i) {
-      int fd = evs[i].data.fd;
-      ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      uint32_t s = evs[i].data.u32;
+      ssize_t r = recv(fds[s], buf, sizeof buf, MSG_DONTWAIT);
       if (r > 0) {
         long long at = now_ns();
         got += r;
         for (ssize_t k = 0; k < r; ++k) {
-          if (partial[fd] < 8)
-            stamp[fd][partial[fd]] = buf[k];
-          if (++partial[fd] == size) {
+          if (partial[s] < 8)
+            stamp[s][partial[s]] = buf[k];
+          if (++partial[s] == size) {
             long long sent;
-            memcpy(&sent, stamp[fd], 8);
+            memcpy(&sent, stamp[s], 8);
             long long b = (at - sent) / 10000;
             hist[b < 0 ? 0 : b > BUCKETS ? BUCKETS : b]++;
             ++messages;
-            partial[fd] = 0;
+            partial[s] = 0;
           }
         }
       } else if (r == 0 || (errno != EAGAIN && errno != EINTR))
