@@ -650,9 +650,9 @@ protocol::operation_info to_info(const persistence::operation_record& r) {
   return {r.id, r.kind, r.owner, r.meta_json, r.created_ms};
 }
 
-/// Operation rooms: the record and the state at the committed offset. Runs
-/// during init (await), so nothing is served before it is known.
-void load_operation(room_actor* self) {
+/// Operation rooms: the record and the state at offset `upto`. Runs during
+/// init (await), so nothing is served before it is known.
+void load_operation(room_actor* self, std::uint64_t upto) {
   auto& st = self->state;
   self->request(st.writer, caf::infinite, op_get_atom::value, st.id.id())
       .await(
@@ -670,13 +670,13 @@ void load_operation(room_actor* self) {
                       if (has)
                         st.op_state = std::move(state);
                       st.pending_state = st.op_state;
-                      if (offset >= st.committed)
+                      if (offset >= upto)
                         return;
                       // Events newer than the snapshot (not expected: they
                       // commit together); fold them so the state matches the
                       // offset.
                       self->request(st.writer, caf::infinite, read_atom::value,
-                                    st.id.str(), offset, st.committed - offset)
+                                    st.id.str(), offset, upto - offset)
                           .await(
                               [=](std::vector<persistence::stored_event>&
                                       events) {
@@ -960,15 +960,17 @@ void update_replica(room_actor* self, const placement_view& v) {
     sync_replica(self);
 }
 
-/// What the room does once its position is known, in every role: the
-/// publish_id window and, for operations, the record and state.
-void load_local_state(room_actor* self) {
+/// What the room does once its position `offset` is known: the publish_id
+/// window up to it and, for operations, the record and state. `offset` is
+/// the copy in this node's store, which may be ahead of what local
+/// subscribers have seen yet (the gap is being filled): a publish_id in
+/// that gap is as taken as any other.
+void load_local_state(room_actor* self, std::uint64_t offset) {
   auto& st = self->state;
   st.ids.clear();
   st.id_order.reset();
   if (st.reducer)
-    load_operation(self);
-  auto offset = st.committed;
+    load_operation(self, offset);
   if (offset == 0 || st.cfg.dedupe_window == 0)
     return;
   auto window = std::min<std::uint64_t>(offset, st.cfg.dedupe_window);
@@ -1025,7 +1027,7 @@ void finish_takeover(room_actor* self, std::string epoch,
     st.node->counters.takeovers.fetch_add(1, std::memory_order_relaxed);
   if (gap_from < offset)
     fill_gap(self, st.writer, gap_from, offset);
-  load_local_state(self);
+  load_local_state(self, offset);
   if (auto v = view_of(st))
     update_replica(self, *v);
 }

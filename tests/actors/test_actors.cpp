@@ -1,6 +1,7 @@
 // Actor behaviour on CAF's deterministic scheduler: the real gateway,
 // connection, directory, room and history writer, with a recording sink in
 // place of a socket and the in-memory store in place of SQLite.
+#include "actors/cluster_node.hpp"
 #include "actors/examples/checklist.hpp"
 #include "actors/gateway.hpp"
 #include "actors/history_writer.hpp"
@@ -130,7 +131,8 @@ struct fixture {
 
   explicit fixture(
       std::chrono::milliseconds room_idle = std::chrono::seconds(30),
-      std::chrono::milliseconds heartbeat = {}) {
+      std::chrono::milliseconds heartbeat = {},
+      std::shared_ptr<actors::placement_table> placement = {}) {
     cfg.set("scheduler.policy", caf::atom("testing"));
     sys = std::make_unique<caf::actor_system>(cfg);
     sched = &dynamic_cast<caf::scheduler::test_coordinator&>(sys->scheduler());
@@ -151,6 +153,7 @@ struct fixture {
         std::make_shared<const actors::examples::checklist_reducer>(),
         std::make_shared<const actors::examples::checklist_commands>());
     rc.kinds = room_kinds;
+    rc.placement = std::move(placement);
     directory = actors::spawn_room_directory(*sys, writer, node, rc);
     actors::connection_config cc;
     cc.key = std::make_shared<const protocol::jwt_key>(
@@ -877,6 +880,111 @@ TEST_CASE("a repeated publish_id returns the first offset", "[actors]") {
   auto stored = f.store->read_since("execution:p", 0, 10);
   REQUIRE(stored);
   CHECK(stored->size() == 3); // a, b, c: no duplicates stored
+}
+
+TEST_CASE("an owner that adopts events only its replica stored keeps their "
+          "publish_ids", "[actors]") {
+  // Node a (the fixture) owns the room; node b is a second directory and
+  // writer in the same actor system, a's replica. An event a assigned
+  // reached b, but a gave up on the answer (a view change abandons pending
+  // replication). On the view change a looks for further copies, adopts
+  // b's and fills the gap for its subscriber. A retry of that event's
+  // publish_id must get its offset back, not a second one.
+  auto table_a = std::make_shared<actors::placement_table>("a");
+  fixture f{std::chrono::seconds(30), {}, table_a};
+  actors::node_state node_b;
+  auto store_b = std::make_shared<persistence::memory_store>();
+  actors::history_writer_config wc;
+  wc.detached = false;
+  auto writer_b = actors::spawn_history_writer(*f.sys, store_b, node_b, wc);
+  auto table_b = std::make_shared<actors::placement_table>("b");
+  actors::room_config rc;
+  rc.placement = table_b;
+  auto dir_b = actors::spawn_room_directory(*f.sys, writer_b, node_b, rc);
+  struct stop_b { // before the fixture stops, on any exit
+    fixture& f;
+    caf::actor dir;
+    ~stop_b() {
+      caf::anon_send(dir, actors::shutdown_atom::value);
+      f.run();
+    }
+  } stopper{f, dir_b};
+  std::uint64_t version = 1;
+  auto set_views = [&] {
+    ++version;
+    for (auto& [table, self] :
+         {std::pair{table_a, std::string{"a"}}, {table_b, std::string{"b"}}}) {
+      auto v = std::make_shared<actors::placement_view>();
+      v->version = version;
+      v->self = self;
+      v->live = {"a", "b"};
+      v->endpoints["a"] = self == "a" ? nullptr
+                                      : caf::actor_cast<caf::strong_actor_ptr>(
+                                            f.directory);
+      v->endpoints["b"] = self == "b" ? nullptr
+                                      : caf::actor_cast<caf::strong_actor_ptr>(
+                                            dir_b);
+      table->replace(std::move(v));
+    }
+    caf::anon_send(f.directory, actors::view_atom::value);
+    caf::anon_send(dir_b, actors::view_atom::value);
+    f.run();
+  };
+  set_views();
+  std::string room;
+  for (int i = 0; room.empty(); ++i) {
+    auto id = "execution:adopt" + std::to_string(i);
+    if (table_a->current()->owner(id) == "a")
+      room = id;
+  }
+  REQUIRE(table_a->current()->replica(room) == "b");
+
+  auto c = f.connect(f.token("alice", {"execution:*"}));
+  c.send(R"({"type":"subscribe","room_id":")" + room + R"("})");
+  f.run();
+  auto publish = [&](const std::string& pid, int n) {
+    auto r = f.http("POST", "/api/v1/publish", "Bearer " + f.api_key,
+                    R"({"room_id":")" + room + R"(","type":"t","publish_id":")" +
+                        pid + R"(","data":)" + std::to_string(n) + "}");
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+    return json::parse(r.body)["offset"].get<std::uint64_t>();
+  };
+  for (int i = 1; i <= 3; ++i)
+    REQUIRE(publish("p" + std::to_string(i), i) == std::uint64_t(i));
+  auto epoch = f.epoch_of(room);
+  REQUIRE(store_b->position(room)->offset == 3); // replicated before commit
+
+  // Event 4 as a's room sent it to b, whose answer a never took.
+  persistence::replica_batch batch;
+  batch.room = room;
+  batch.epoch = epoch;
+  batch.after = 3;
+  batch.events.push_back({room, 4, actors::unix_now_ms(), "t", "", "4", "p4"});
+  auto stored = std::make_shared<bool>(false);
+  f.sys->spawn([=](caf::event_based_actor* self) {
+    self->request(dir_b, caf::infinite, actors::repl_atom::value,
+                  std::string{"a"}, batch)
+        .then([=](bool ok, std::uint64_t) { *stored = ok; });
+  });
+  f.run();
+  REQUIRE(*stored);
+  REQUIRE(f.store->position(room)->offset == 3);
+
+  set_views(); // same members, a new view: a looks for further copies
+  CHECK(f.store->position(room)->offset == 4);
+  CHECK(publish("p4", 4) == 4); // the retry: its first offset
+  CHECK(publish("p5", 5) == 5);
+
+  auto evs = room_frames(*c.sink, room);
+  REQUIRE(evs.size() == 5);
+  for (std::size_t i = 0; i < evs.size(); ++i) {
+    CHECK(evs[i]["offset"] == i + 1);
+    CHECK(evs[i]["data"] == i + 1);
+  }
+  auto rows = f.store->read_since(room, 0, 10);
+  REQUIRE(rows);
+  CHECK(rows->size() == 5);
 }
 
 TEST_CASE("history API pages through a room with the subscribe ACL",
