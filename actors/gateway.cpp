@@ -12,14 +12,30 @@
 
 #include <caf/all.hpp>
 
-// The relay below takes an HTTP responder in a message; it never leaves the
-// node.
+namespace tidings::actors {
+namespace {
+
+/// `GET /api/v1/operations/{id}` (`events` false) or `POST …/events`, as
+/// the relay below runs it: the caller's claims when it used a JWT.
+struct operation_call {
+  std::string id;
+  bool events = false;
+  std::optional<protocol::claims> who;
+  std::string body;
+};
+
+} // namespace
+} // namespace tidings::actors
+
+// The relay below takes these in messages; they never leave the node.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::transport::http_responder)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tidings::actors::operation_call)
 
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <random>
+#include <unordered_map>
 
 namespace tidings::actors {
 
@@ -51,12 +67,49 @@ std::optional<std::string_view> s3_operation_path(std::string_view path) {
   return path.substr(prefix.size());
 }
 
-/// Waits for the acknowledgements of API publishes, for every HTTP session
-/// at once. One long-lived actor instead of one actor per publish, and no
+std::string operation_body(const persistence::operation_record& rec,
+                           const protocol::room_id& room,
+                           const std::string& state, std::uint64_t offset,
+                           const std::string& epoch) {
+  std::string body = "{\"id\":";
+  protocol::append_json_string(body, rec.id);
+  body += ",\"kind\":";
+  protocol::append_json_string(body, rec.kind);
+  body += ",\"owner\":";
+  protocol::append_json_string(body, rec.owner);
+  body += ",\"room_id\":";
+  protocol::append_json_string(body, room.str());
+  body += ",\"state\":" + state + ",\"offset\":" + std::to_string(offset) +
+          ",\"epoch\":";
+  protocol::append_json_string(body, epoch);
+  return body + "}";
+}
+
+/// The history API's answer: the room's position and a page of events.
+std::string history_body(const protocol::room_id& room,
+                         const std::string& epoch, std::uint64_t offset,
+                         std::vector<persistence::stored_event>& events) {
+  std::string body = "{\"room_id\":";
+  protocol::append_json_string(body, room.str());
+  body += ",\"epoch\":";
+  protocol::append_json_string(body, epoch);
+  body += ",\"offset\":" + std::to_string(offset) + ",\"events\":[";
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (i)
+      body += ',';
+    body += protocol::encode_event(
+        to_publication(room, epoch, std::move(events[i])));
+  }
+  return body + "]}";
+}
+
+/// Waits for the answers to API requests that need an actor (publishes,
+/// operation events, operation reads and creations), for every HTTP session
+/// at once. One long-lived actor instead of one actor per request, and no
 /// CAF request timeout: each of those wakes CAF's timer thread when it is
 /// set, when its actor ends with it pending, and when it fires. The
-/// backstop is a sweep once a second that answers a publish still
-/// unacknowledged after `publish_deadline` with `unavailable`.
+/// backstop is a sweep once a second that answers a request still
+/// unanswered after `api_deadline` with `unavailable`.
 struct relay_state {
   struct entry {
     transport::http_responder respond;
@@ -65,13 +118,39 @@ struct relay_state {
   std::map<std::uint64_t, entry> waiting; // ids grow with time
   std::uint64_t next_id = 0;
   bool sweep_armed = false;
-  static inline const char* name = "publish_relay";
+  /// Kind and owner of operations looked up before: an operation record
+  /// never changes once created, so an event for a known operation skips
+  /// the store. (Its room still refuses it if the operation is unknown
+  /// there.) Cleared when full.
+  struct operation {
+    std::string kind;
+    std::string owner;
+  };
+  std::unordered_map<std::string, operation> operations;
+  static inline const char* name = "api_relay";
 };
+
+constexpr std::size_t max_known_operations = 10000;
 
 using relay_actor = caf::stateful_actor<relay_state>;
 
-constexpr std::chrono::seconds publish_deadline{10};
+constexpr std::chrono::seconds api_deadline{10};
 constexpr std::chrono::seconds relay_sweep{1};
+
+/// Keeps `respond` until relay_answer(id) or the deadline.
+std::uint64_t relay_track(relay_actor* self,
+                          transport::http_responder respond) {
+  auto& st = self->state;
+  auto id = ++st.next_id;
+  st.waiting.emplace(
+      id, relay_state::entry{std::move(respond),
+                             self->clock().now() + api_deadline});
+  if (!st.sweep_armed) {
+    st.sweep_armed = true;
+    self->delayed_send(self, relay_sweep, tick_atom::value);
+  }
+  return id;
+}
 
 void relay_answer(relay_actor* self, std::uint64_t id, http_response r) {
   auto& w = self->state.waiting;
@@ -83,31 +162,136 @@ void relay_answer(relay_actor* self, std::uint64_t id, http_response r) {
   respond(std::move(r));
 }
 
-caf::behavior publish_relay(relay_actor* self, caf::actor dir) {
+std::string offset_body(const std::string& room, std::uint64_t offset) {
+  std::string body = "{\"room_id\":";
+  protocol::append_json_string(body, room);
+  body += ",\"offset\":" + std::to_string(offset) + "}";
+  return body;
+}
+
+/// Publishes `pub` through the directory and answers `id` with its offset.
+void relay_publish(relay_actor* self, caf::actor dir, std::uint64_t id,
+                   protocol::publish_request pub) {
+  auto room = pub.room.str();
+  self->request(dir, caf::infinite, publish_atom::value, std::move(pub))
+      .then(
+          [=](std::uint64_t offset) {
+            relay_answer(self, id, json_reply(200, offset_body(room, offset)));
+          },
+          [=](caf::error& err) {
+            relay_answer(self, id, error_reply(error_code_of(err)));
+          });
+}
+
+/// An operation event (published to the operation's room) or a read of its
+/// state, once the operation's kind and owner are known.
+void relay_operation(relay_actor* self, caf::actor dir, std::uint64_t id,
+                     const operation_call& call,
+                     const relay_state::operation& op) {
+  auto room = protocol::room_id::make(op.kind, call.id);
+  if (!room)
+    return relay_answer(self, id, error_reply(error_code::operation_not_found));
+  if (call.who && call.who->sub != op.owner &&
+      !protocol::may_subscribe(*call.who, *room))
+    return relay_answer(self, id, error_reply(error_code::access_denied));
+  if (call.events) {
+    auto parsed = protocol::parse_operation_event(call.body, *room);
+    if (auto* err = std::get_if<protocol::request_error>(&parsed))
+      return relay_answer(self, id, error_reply(err->code, err->detail));
+    return relay_publish(
+        self, dir, id, std::get<protocol::publish_request>(std::move(parsed)));
+  }
+  persistence::operation_record rec;
+  rec.id = call.id;
+  rec.kind = op.kind;
+  rec.owner = op.owner;
+  self->request(dir, caf::infinite, state_atom::value, *room)
+      .then(
+          [=](bool exists, std::string& state, std::uint64_t offset,
+              std::string& epoch) {
+            if (!exists)
+              return relay_answer(self, id,
+                                  error_reply(error_code::operation_not_found));
+            relay_answer(self, id,
+                         json_reply(200, operation_body(rec, *room, state,
+                                                        offset, epoch)));
+          },
+          [=](caf::error& err) {
+            relay_answer(self, id, error_reply(error_code_of(err)));
+          });
+}
+
+caf::behavior api_relay(relay_actor* self, caf::actor dir, caf::actor writer) {
   return {
       [=](publish_atom, protocol::publish_request& pub,
           transport::http_responder& respond) {
-        auto& st = self->state;
-        auto id = ++st.next_id;
-        st.waiting.emplace(id, relay_state::entry{std::move(respond),
-                                                  self->clock().now() +
-                                                      publish_deadline});
-        if (!st.sweep_armed) {
-          st.sweep_armed = true;
-          self->delayed_send(self, relay_sweep, tick_atom::value);
-        }
-        auto room = pub.room.str();
-        self->request(dir, caf::infinite, publish_atom::value, std::move(pub))
+        relay_publish(self, dir, relay_track(self, std::move(respond)),
+                      std::move(pub));
+      },
+      [=](op_create_atom, protocol::room_id& room,
+          persistence::operation_record& rec,
+          transport::http_responder& respond) {
+        auto id = relay_track(self, std::move(respond));
+        self->request(dir, caf::infinite, op_create_atom::value, room, rec)
             .then(
-                [=](std::uint64_t offset) {
-                  std::string body = "{\"room_id\":";
-                  protocol::append_json_string(body, room);
-                  body += ",\"offset\":" + std::to_string(offset) + "}";
-                  relay_answer(self, id, json_reply(200, std::move(body)));
+                [=](std::string& state, std::uint64_t offset,
+                    std::string& epoch) {
+                  relay_answer(self, id,
+                               json_reply(201, operation_body(rec, room, state,
+                                                              offset, epoch)));
                 },
                 [=](caf::error& err) {
                   relay_answer(self, id, error_reply(error_code_of(err)));
                 });
+      },
+      [=](op_get_atom, operation_call& call,
+          transport::http_responder& respond) {
+        auto id = relay_track(self, std::move(respond));
+        auto& known = self->state.operations;
+        if (auto i = known.find(call.id); i != known.end())
+          return relay_operation(self, dir, id, call, i->second);
+        self->request(writer, caf::infinite, op_get_atom::value, call.id)
+            .then(
+                [=](bool found, persistence::operation_record& rec) {
+                  if (!found)
+                    return relay_answer(
+                        self, id, error_reply(error_code::operation_not_found));
+                  auto& known = self->state.operations;
+                  if (known.size() >= max_known_operations)
+                    known.clear();
+                  auto& op = known[rec.id];
+                  op.kind = std::move(rec.kind);
+                  op.owner = std::move(rec.owner);
+                  relay_operation(self, dir, id, call, op);
+                },
+                [=](caf::error& err) {
+                  relay_answer(self, id, error_reply(error_code_of(err)));
+                });
+      },
+      // GET /api/v1/rooms/{room}/history: through the directory, which
+      // asks the room's owner when that is another node.
+      [=](read_atom, protocol::room_id& room, std::uint64_t since,
+          std::uint64_t limit, transport::http_responder& respond) {
+        auto id = relay_track(self, std::move(respond));
+        auto fail = [=](caf::error&) {
+          relay_answer(self, id, error_reply(error_code::unavailable));
+        };
+        auto key = room.str();
+        self->request(dir, caf::infinite, position_atom::value, key)
+            .then(
+                [=](std::string& epoch, std::uint64_t offset) {
+                  self->request(dir, caf::infinite, read_atom::value, key,
+                                since, limit)
+                      .then(
+                          [=](std::vector<persistence::stored_event>& events) {
+                            relay_answer(self, id,
+                                         json_reply(200, history_body(
+                                                             room, epoch,
+                                                             offset, events)));
+                          },
+                          fail);
+                },
+                fail);
       },
       [=](tick_atom) {
         auto& st = self->state;
@@ -140,7 +324,7 @@ gateway::gateway(caf::actor_system& sys, caf::actor directory,
   // Long-poll reads go through the directory, which asks the room's owner.
   streams_ = std::make_unique<stream_http>(sys_, directory_, directory_, node_,
                                            cfg_.conn, cfg_.streams);
-  publisher_ = sys_.spawn(publish_relay, directory_);
+  relay_ = sys_.spawn(api_relay, directory_, writer_);
 }
 
 gateway::~gateway() {
@@ -149,7 +333,7 @@ gateway::~gateway() {
 
 void gateway::stop() {
   if (!stopped_.exchange(true))
-    caf::anon_send_exit(publisher_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
 }
 
 std::optional<protocol::claims>
@@ -270,41 +454,10 @@ void gateway::history(std::string_view room_text, std::string_view query,
                                "since and limit must be non-negative "
                                "integers; limit at least 1"));
   limit = std::min(limit, max_limit);
-  auto key = room->str();
-  // Through the directory: it asks the room's owner when that is another
-  // node.
-  sys_.spawn([writer = directory_, key, since, limit, room = *room,
-              respond = std::move(respond)](caf::event_based_actor* self) {
-    auto fail = [=](caf::error&) {
-      respond(error_reply(error_code::unavailable));
-    };
-    self->request(writer, std::chrono::seconds(10), position_atom::value, key)
-        .then(
-            [=](std::string& epoch, std::uint64_t offset) {
-              self->request(writer, std::chrono::seconds(10), read_atom::value,
-                            key, since, limit)
-                  .then(
-                      [=](std::vector<persistence::stored_event>& events) {
-                        std::string body = "{\"room_id\":";
-                        protocol::append_json_string(body, key);
-                        body += ",\"epoch\":";
-                        protocol::append_json_string(body, epoch);
-                        body += ",\"offset\":" + std::to_string(offset) +
-                                ",\"events\":[";
-                        for (std::size_t i = 0; i < events.size(); ++i) {
-                          auto pub =
-                              to_publication(room, epoch, std::move(events[i]));
-                          if (i)
-                            body += ',';
-                          body += protocol::encode_event(pub);
-                        }
-                        body += "]}";
-                        respond(json_reply(200, std::move(body)));
-                      },
-                      fail);
-            },
-            fail);
-  });
+  if (stopped_.load(std::memory_order_relaxed))
+    return respond(error_reply(error_code::unavailable));
+  caf::anon_send(relay_, read_atom::value, std::move(*room), since, limit,
+                 std::move(respond));
 }
 
 bool gateway::api_key_ok(const std::string& authorization) const {
@@ -312,27 +465,6 @@ bool gateway::api_key_ok(const std::string& authorization) const {
   return !cfg_.api_key.empty() && key && same_secret(*key, cfg_.api_key);
 }
 
-namespace {
-
-std::string operation_body(const persistence::operation_record& rec,
-                           const protocol::room_id& room,
-                           const std::string& state, std::uint64_t offset,
-                           const std::string& epoch) {
-  std::string body = "{\"id\":";
-  protocol::append_json_string(body, rec.id);
-  body += ",\"kind\":";
-  protocol::append_json_string(body, rec.kind);
-  body += ",\"owner\":";
-  protocol::append_json_string(body, rec.owner);
-  body += ",\"room_id\":";
-  protocol::append_json_string(body, room.str());
-  body += ",\"state\":" + state + ",\"offset\":" + std::to_string(offset) +
-          ",\"epoch\":";
-  protocol::append_json_string(body, epoch);
-  return body + "}";
-}
-
-} // namespace
 
 void gateway::operations(std::string_view rest, transport::http_request& req,
                          transport::http_responder& respond) {
@@ -351,20 +483,10 @@ void gateway::operations(std::string_view rest, transport::http_request& req,
                                  "kind is not an operation kind "
                                  "(see --operation-kinds)"));
     persistence::operation_record rec{op.id, op.kind, op.owner, op.meta, now};
-    sys_.spawn([dir = directory_, rec, room = op.room,
-                respond = std::move(respond)](caf::event_based_actor* self) {
-      self->request(dir, std::chrono::seconds(10), op_create_atom::value, room,
-                    rec)
-          .then(
-              [=](std::string& state, std::uint64_t offset,
-                  std::string& epoch) {
-                respond(json_reply(
-                    201, operation_body(rec, room, state, offset, epoch)));
-              },
-              [=](caf::error& err) {
-                respond(error_reply(error_code_of(err)));
-              });
-    });
+    if (stopped_.load(std::memory_order_relaxed))
+      return respond(error_reply(error_code::unavailable));
+    caf::anon_send(relay_, op_create_atom::value, std::move(op.room),
+                   std::move(rec), std::move(respond));
     return;
   }
   // /api/v1/operations/{id}[/events]
@@ -388,55 +510,12 @@ void gateway::operations(std::string_view rest, transport::http_request& req,
     if (!who)
       return respond(error_reply(error_code::unauthorized));
   }
-  sys_.spawn([dir = directory_, writer = writer_, id = *id, events, who,
-              body = std::move(req.body),
-              respond = std::move(respond)](caf::event_based_actor* self) {
-    auto fail = [=](caf::error& err) {
-      respond(error_reply(error_code_of(err)));
-    };
-    self->request(writer, std::chrono::seconds(10), op_get_atom::value, id)
-        .then(
-            [=](bool found, persistence::operation_record& rec) {
-              auto room = protocol::room_id::make(rec.kind, rec.id);
-              if (!found || !room)
-                return respond(error_reply(error_code::operation_not_found));
-              if (who && who->sub != rec.owner &&
-                  !protocol::may_subscribe(*who, *room))
-                return respond(error_reply(error_code::access_denied));
-              if (events) {
-                auto parsed = protocol::parse_operation_event(body, *room);
-                if (auto* err = std::get_if<protocol::request_error>(&parsed))
-                  return respond(error_reply(err->code, err->detail));
-                auto pub =
-                    std::get<protocol::publish_request>(std::move(parsed));
-                self->request(dir, std::chrono::seconds(10),
-                              publish_atom::value, std::move(pub))
-                    .then(
-                        [=](std::uint64_t offset) {
-                          std::string out = "{\"room_id\":";
-                          protocol::append_json_string(out, room->str());
-                          out += ",\"offset\":" + std::to_string(offset) + "}";
-                          respond(json_reply(200, std::move(out)));
-                        },
-                        fail);
-                return;
-              }
-              self->request(dir, std::chrono::seconds(10), state_atom::value,
-                            *room)
-                  .then(
-                      [=](bool exists, std::string& state, std::uint64_t offset,
-                          std::string& epoch) {
-                        if (!exists)
-                          return respond(
-                              error_reply(error_code::operation_not_found));
-                        respond(
-                            json_reply(200, operation_body(rec, *room, state,
-                                                           offset, epoch)));
-                      },
-                      fail);
-            },
-            fail);
-  });
+  if (stopped_.load(std::memory_order_relaxed))
+    return respond(error_reply(error_code::unavailable));
+  caf::anon_send(relay_, op_get_atom::value,
+                 operation_call{std::move(*id), events, std::move(who),
+                                std::move(req.body)},
+                 std::move(respond));
 }
 
 void gateway::publish(transport::http_request& req,
@@ -449,7 +528,7 @@ void gateway::publish(transport::http_request& req,
   auto pub = std::get<protocol::publish_request>(std::move(parsed));
   if (stopped_.load(std::memory_order_relaxed))
     return respond(error_reply(error_code::unavailable));
-  caf::anon_send(publisher_, publish_atom::value, std::move(pub),
+  caf::anon_send(relay_, publish_atom::value, std::move(pub),
                  std::move(respond));
 }
 

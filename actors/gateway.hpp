@@ -1,8 +1,8 @@
 // The application behind the transport: routes HTTP requests to the API and
 // turns each WebSocket session into a connection actor. Called on transport
 // I/O threads; it never blocks them: anything that needs an actor's answer
-// runs in an actor that completes the responder (API publishes: one
-// long-lived relay; other requests: a short-lived actor each).
+// runs in one long-lived relay actor that completes the responder
+// (publishes, operation events and reads, history pages; gateway.cpp).
 //
 // Endpoints:
 //   GET  /healthz              200 {"status":"ok"}
@@ -75,8 +75,8 @@ class gateway : public transport::application {
           node_state& node, gateway_config cfg);
   ~gateway() override;
 
-  /// Stops the actor that waits for publish acknowledgements; later API
-  /// publishes answer `unavailable`. Called before the actor system waits
+  /// Stops the actor that waits for the answers of API requests; later
+  /// publishes, operation calls and history pages answer `unavailable`. Called before the actor system waits
   /// for its actors to finish.
   void stop();
 
@@ -102,7 +102,7 @@ class gateway : public transport::application {
   caf::actor_system& sys_;
   caf::actor directory_;
   caf::actor writer_;
-  caf::actor publisher_; // relays API publishes (gateway.cpp)
+  caf::actor relay_; // answers API requests that wait for actors
   std::atomic<bool> stopped_{false};
   node_state& node_;
   gateway_config cfg_;

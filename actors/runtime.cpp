@@ -252,7 +252,7 @@ void runtime::shutdown() {
     caf::anon_send_exit(im.cluster_node, caf::exit_reason::user_shutdown);
     im.cluster_node = nullptr;
   }
-  // The publish relay lives as long as the gateway, which the server holds.
+  // The API relay lives as long as the gateway, which the server holds.
   if (im.app)
     im.app->stop();
   im.app.reset();

@@ -774,16 +774,20 @@ TEST_CASE("publishes racing a resume: no gap, no duplicate", "[actors]") {
   }
 }
 
-TEST_CASE("an API publish nobody acknowledges answers UNAVAILABLE after 10 s",
+TEST_CASE("an API request nobody answers gets UNAVAILABLE after 10 s",
           "[actors]") {
   fixture f;
-  // A directory that takes publishes and answers them only when told.
+  // A directory and writer that take every request and answer only when
+  // told (and then with an offset, whatever was asked).
   auto held = std::make_shared<std::vector<caf::response_promise>>();
   auto hole = f.sys->spawn([held](caf::event_based_actor* self) {
-    return caf::behavior{
-        [=](actors::publish_atom, protocol::publish_request&) {
+    self->set_default_handler(
+        [=](caf::scheduled_actor*,
+            caf::message_view&) -> caf::result<caf::message> {
           held->push_back(self->make_response_promise());
-        },
+          return caf::delegated<caf::message>{};
+        });
+    return caf::behavior{
         [=](actors::tick_atom) {
           for (auto& rp : *held)
             rp.deliver(std::uint64_t{1});
@@ -796,40 +800,66 @@ TEST_CASE("an API publish nobody acknowledges answers UNAVAILABLE after 10 s",
   actors::gateway_config gc;
   gc.conn = std::make_shared<const actors::connection_config>(cc);
   gc.api_key = f.api_key;
-  auto gw = std::make_shared<actors::gateway>(*f.sys, hole, f.writer, f.node,
-                                              gc);
+  auto kinds = std::make_shared<kind_registry_t>();
+  kinds->add_operation_kind("index");
+  gc.kinds = kinds;
+  auto gw = std::make_shared<actors::gateway>(*f.sys, hole, hole, f.node, gc);
   auto answers = std::make_shared<std::vector<transport::http_response>>();
-  transport::http_request req;
-  req.method = "POST";
-  req.target = "/api/v1/publish";
-  req.authorization = "Bearer " + f.api_key;
-  req.body = R"({"room_id":"execution:lost","type":"t","data":1})";
-  gw->handle_http(req, [answers](transport::http_response r) {
-    answers->push_back(std::move(r));
-  });
+  auto key = "Bearer " + f.api_key;
+  auto jwt = "Bearer " + f.token("alice", {"execution:*"});
+  // Each route that waits for an actor: a publish, an operation's creation,
+  // event and read, a history page.
+  auto request = [](std::string method, std::string target, std::string auth,
+                    std::string body) {
+    transport::http_request r;
+    r.method = std::move(method);
+    r.target = std::move(target);
+    r.authorization = std::move(auth);
+    r.body = std::move(body);
+    return r;
+  };
+  std::vector<transport::http_request> reqs{
+      request("POST", "/api/v1/publish", key,
+              R"({"room_id":"execution:lost","type":"t","data":1})"),
+      request("POST", "/api/v1/operations", key,
+              R"({"id":"op1","kind":"index","owner":"alice"})"),
+      request("POST", "/api/v1/operations/op1/events", key,
+              R"({"type":"operation_started","data":{"total_files":4}})"),
+      request("GET", "/api/v1/operations/op1", jwt, ""),
+      request("GET", "/api/v1/rooms/execution:lost/history", jwt, ""),
+  };
+  auto send_all = [&] {
+    for (auto& r : reqs)
+      gw->handle_http(r, [answers](transport::http_response a) {
+        answers->push_back(std::move(a));
+      });
+  };
+  send_all();
   f.run();
-  REQUIRE(held->size() == 1);
+  // The operation event and read wait on the writer's lookup.
+  REQUIRE(held->size() == 5);
   CHECK(answers->empty());
   f.sched->advance_time(std::chrono::seconds(9));
   f.run();
-  CHECK(answers->empty()); // still within its deadline
+  CHECK(answers->empty()); // still within their deadline
   f.sched->advance_time(std::chrono::seconds(2));
   f.run();
-  REQUIRE(answers->size() == 1);
-  CHECK((*answers)[0].status == 503);
-  CHECK(json::parse((*answers)[0].body)["error_code"] == "UNAVAILABLE");
-  // An acknowledgement after the deadline is not answered twice.
+  REQUIRE(answers->size() == 5);
+  for (auto& a : *answers) {
+    CHECK(a.status == 503);
+    CHECK(json::parse(a.body)["error_code"] == "UNAVAILABLE");
+  }
+  // An answer after the deadline is not answered twice.
   caf::anon_send(hole, actors::tick_atom::value);
   f.run();
-  CHECK(answers->size() == 1);
-  // Once stopped, the gateway refuses publishes at once.
+  CHECK(answers->size() == 5);
+  // Once stopped, the gateway refuses them at once.
   gw->stop();
   f.run();
-  gw->handle_http(req, [answers](transport::http_response r) {
-    answers->push_back(std::move(r));
-  });
-  REQUIRE(answers->size() == 2);
-  CHECK((*answers)[1].status == 503);
+  send_all();
+  REQUIRE(answers->size() == 10);
+  for (std::size_t i = 5; i < 10; ++i)
+    CHECK((*answers)[i].status == 503);
   gw.reset();
   caf::anon_send_exit(hole, caf::exit_reason::user_shutdown);
   f.run();
