@@ -117,6 +117,19 @@ async def finish_and_check(cluster, subs, pub, stop, pub_task, label,
     problems = ct.check_delivery(subs, pub)
     problems += ["%s did not reach offset %d:\n%s"
                  % (s.name, top, s.describe()) for s in late]
+    # What each node did, for reading a failure: its takeovers and its
+    # replication as an owner.
+    for n in cluster.nodes:
+        if n.down is None:
+            m = h.metrics(n.srv)
+            print("  %s %s: %s" % (label, n.id, ", ".join(
+                "%s %d" % (k, m.get("tidings_" + k, 0)) for k in (
+                    "cluster_takeovers_total",
+                    "cluster_replication_sent_total",
+                    "cluster_replication_failures_total",
+                    "cluster_replicated_rows_total",
+                    "cluster_forwarded_publishes_total",
+                    "publish_errors_total"))), flush=True)
     print("  %s: %s; %d subscribers, %d deliveries, %d connections"
           % (label, pub.summary(), len(subs),
              sum(len(s.events) for s in subs),
