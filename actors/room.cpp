@@ -15,6 +15,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <deque>
@@ -1240,9 +1241,15 @@ void on_view(room_actor* self) {
   if (!v || st.retiring)
     return;
   auto owner = v->owner(st.id.str());
-  // Answers lost with a dropped connection never come: a new view gives up
-  // on them, so the role change below is not held up.
-  abandon_replication(self);
+  // Answers lost with a dropped connection never come: a view without the
+  // replica, or with a new handle for it, gives up on them, so the role
+  // change below is not held up. A replica still there answers (or its
+  // requests time out): a member joining or leaving elsewhere does not
+  // fail the publishes in flight.
+  if (!st.replica_ep ||
+      !std::binary_search(v->live.begin(), v->live.end(), st.replica_node) ||
+      !same_handle(endpoint_of(*v, st.replica_node), st.replica_ep))
+    abandon_replication(self);
   if (st.mode == role::owner && st.in_flight > 0) {
     st.view_pending = true; // publishes wait; append_done comes back here
     return;

@@ -1017,6 +1017,125 @@ TEST_CASE("an owner that adopts events only its replica stored keeps their "
   CHECK(rows->size() == 5);
 }
 
+TEST_CASE("a view change keeps waiting for a replica that is still there",
+          "[actors]") {
+  // Node a (the fixture) owns the room; b and c are stand-ins that answer
+  // as an empty node's directory would, and b can hold a replication.
+  auto table_a = std::make_shared<actors::placement_table>("a");
+  fixture f{std::chrono::seconds(30), {}, table_a};
+  struct peer_state {
+    bool hold = false;
+    std::vector<caf::response_promise> held;
+  };
+  auto b_state = std::make_shared<peer_state>();
+  auto peer = [](std::shared_ptr<peer_state> ps) {
+    return [ps](caf::event_based_actor* self) -> caf::behavior {
+      return {
+          [=](actors::r_pos_atom, const std::string&, const std::string&) {
+            return caf::make_message(std::string{}, std::uint64_t{0});
+          },
+          [=](actors::repl_atom, const std::string&,
+              persistence::replica_batch& b) -> caf::result<bool, std::uint64_t> {
+            if (ps->hold) {
+              ps->held.push_back(self->make_response_promise());
+              return caf::delegated<bool, std::uint64_t>{};
+            }
+            return {true, b.after + b.events.size()};
+          },
+          [=](actors::tick_atom) { // answers what it held: stored
+            for (auto& rp : ps->held)
+              rp.deliver(true, std::uint64_t{2});
+            ps->held.clear();
+          },
+      };
+    };
+  };
+  auto b = f.sys->spawn(peer(b_state));
+  auto c = f.sys->spawn(peer(std::make_shared<peer_state>()));
+  struct stop_peers { // before the fixture stops, on any exit
+    fixture& f;
+    std::vector<caf::actor> peers;
+    ~stop_peers() {
+      for (auto& p : peers)
+        caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+      f.run();
+    }
+  } stopper{f, {b, c}};
+  std::uint64_t version = 1;
+  auto set_view = [&](std::vector<std::string> live) {
+    auto v = std::make_shared<actors::placement_view>();
+    v->version = ++version;
+    v->self = "a";
+    v->live = std::move(live);
+    v->endpoints["a"] = nullptr;
+    v->endpoints["b"] = caf::actor_cast<caf::strong_actor_ptr>(b);
+    v->endpoints["c"] = caf::actor_cast<caf::strong_actor_ptr>(c);
+    table_a->replace(std::move(v));
+    caf::anon_send(f.directory, actors::view_atom::value);
+    f.run();
+  };
+  // A room a owns with b as its replica, with and without c.
+  std::string room;
+  for (int i = 0; room.empty(); ++i) {
+    auto id = "execution:keep" + std::to_string(i);
+    actors::placement_view two, three;
+    two.live = {"a", "b"};
+    three.live = {"a", "b", "c"};
+    if (two.owner(id) == "a" && two.replica(id) == "b" &&
+        three.owner(id) == "a" && three.replica(id) == "b")
+      room = id;
+  }
+  set_view({"a", "b"});
+  auto answers = std::make_shared<std::vector<transport::http_response>>();
+  auto publish = [&](int n) {
+    transport::http_request req;
+    req.method = "POST";
+    req.target = "/api/v1/publish";
+    req.authorization = "Bearer " + f.api_key;
+    req.body = R"({"room_id":")" + room + R"(","type":"t","data":)" +
+               std::to_string(n) + "}";
+    f.gw->handle_http(req, [answers](transport::http_response r) {
+      answers->push_back(std::move(r));
+    });
+    f.run();
+  };
+  auto offset_of = [&](std::size_t i) {
+    REQUIRE(answers->size() > i);
+    INFO((*answers)[i].body);
+    REQUIRE((*answers)[i].status == 200);
+    return json::parse((*answers)[i].body)["offset"].get<std::uint64_t>();
+  };
+  publish(1);
+  CHECK(offset_of(0) == 1);
+
+  SECTION("another member joins: the publish is not failed") {
+    b_state->hold = true;
+    publish(2);
+    REQUIRE(b_state->held.size() == 1);
+    set_view({"a", "b", "c"});
+    CHECK(answers->size() == 1); // still waiting for b
+    b_state->hold = false;
+    caf::anon_send(b, actors::tick_atom::value);
+    f.run();
+    CHECK(offset_of(1) == 2);
+    publish(3);
+    CHECK(offset_of(2) == 3);
+    CHECK(f.store->read_since(room, 0, 10)->size() == 3);
+  }
+  SECTION("the replica leaves: the publish fails at once, a retry is stored") {
+    b_state->hold = true;
+    publish(2);
+    REQUIRE(b_state->held.size() == 1);
+    set_view({"a", "c"});
+    REQUIRE(answers->size() == 2);
+    b_state->held.clear();
+    CHECK((*answers)[1].status == 503);
+    publish(2); // c is the replica now
+    CHECK(offset_of(2) == 2);
+    CHECK(f.store->read_since(room, 0, 10)->size() == 2);
+  }
+}
+
 TEST_CASE("history API pages through a room with the subscribe ACL",
           "[actors]") {
   fixture f;
