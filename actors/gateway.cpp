@@ -104,8 +104,8 @@ std::string history_body(const protocol::room_id& room,
 }
 
 /// Waits for the answers to API requests that need an actor (publishes,
-/// operation events, operation reads and creations), for every HTTP session
-/// at once. One long-lived actor instead of one actor per request, and no
+/// operation creations, events and reads, history pages), for every HTTP
+/// session at once. One long-lived actor instead of one actor per request, and no
 /// CAF request timeout: each of those wakes CAF's timer thread when it is
 /// set, when its actor ends with it pending, and when it fires. The
 /// backstop is a sweep once a second that answers a request still
@@ -464,7 +464,6 @@ bool gateway::api_key_ok(const std::string& authorization) const {
   auto key = protocol::bearer_token(authorization);
   return !cfg_.api_key.empty() && key && same_secret(*key, cfg_.api_key);
 }
-
 
 void gateway::operations(std::string_view rest, transport::http_request& req,
                          transport::http_responder& respond) {
