@@ -986,7 +986,7 @@ void load_local_state(room_actor* self, std::uint64_t offset) {
 }
 
 void fill_gap(room_actor* self, caf::actor source, std::uint64_t from,
-              std::uint64_t to);
+              std::uint64_t to, bool fold_state = false);
 
 struct copy_at {
   caf::actor ep; // null: this node's own store
@@ -1026,9 +1026,12 @@ void finish_takeover(room_actor* self, std::string epoch,
   }
   if (probed && !was_owner)
     st.node->counters.takeovers.fetch_add(1, std::memory_order_relaxed);
-  if (gap_from < offset)
-    fill_gap(self, st.writer, gap_from, offset);
   load_local_state(self, offset);
+  // Awaited answers run newest first: the gap is filled before the state is
+  // loaded, so the operation's state still stands at `gap_from` and is
+  // folded event by event as mirrors get them.
+  if (gap_from < offset)
+    fill_gap(self, st.writer, gap_from, offset, true);
   if (auto v = view_of(st))
     update_replica(self, *v);
 }
@@ -1069,9 +1072,9 @@ void adopt(room_actor* self, copy_at local, copy_at best, bool probed) {
             self->request(best.ep, timeout, op_get_atom::value, st.id.id())
                 .await(
                     [=](bool found, persistence::operation_record& rec) mutable {
-                      if (found)
-                        self->send(self->state.writer, op_create_atom::value,
-                                   std::move(rec));
+                      if (found) // no sender: the answer is not wanted
+                        caf::anon_send(self->state.writer,
+                                       op_create_atom::value, std::move(rec));
                       self->request(best.ep, timeout, snap_get_atom::value, key)
                           .await(
                               [=](bool has, std::uint64_t off,
@@ -1142,8 +1145,11 @@ void attach(room_actor* self);
 
 /// A mirror fills the events it missed between `from` and the owner's
 /// offset `to`, read from the owner's history, then follows live events.
+/// An owner filling its subscribers' gap from its own store sets
+/// `fold_state`: its mirrors get each event with the operation's state as
+/// of that event, as they do for a publish.
 void fill_gap(room_actor* self, caf::actor ep, std::uint64_t from,
-              std::uint64_t to) {
+              std::uint64_t to, bool fold_state) {
   auto& st = self->state;
   self->request(ep, st.cfg.remote_timeout, r_read_atom::value, st.id.str(), from,
                 to - from)
@@ -1154,7 +1160,10 @@ void fill_gap(room_actor* self, caf::actor ep, std::uint64_t from,
               return close_subscribers(self); // trimmed: resubscribe
             for (auto& ev : events) {
               st.committed = st.assigned = ev.offset;
-              fan_out(self, to_publication(st.id, st.epoch, std::move(ev)));
+              auto pub = to_publication(st.id, st.epoch, std::move(ev));
+              if (fold_state && st.reducer && st.op_exists)
+                st.op_state = st.reducer->apply(st.op_state, pub);
+              fan_out(self, pub);
             }
           },
           [=](caf::error&) {

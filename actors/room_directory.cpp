@@ -519,7 +519,11 @@ caf::behavior directory(directory_actor* self, caf::actor writer,
         return caf::delegated<caf::message>{};
       },
       [=](repl_atom, persistence::operation_record& rec) {
-        self->send(self->state.writer, op_create_atom::value, std::move(rec));
+        // Without a sender: the writer's answer (bool) would come back here
+        // as an unexpected message, and CAF's reply to that (an error)
+        // would stop the writer.
+        caf::anon_send(self->state.writer, op_create_atom::value,
+                       std::move(rec));
       },
       [=](view_atom a) {
         auto& st = self->state;

@@ -1017,6 +1017,150 @@ TEST_CASE("an owner that adopts events only its replica stored keeps their "
   CHECK(rows->size() == 5);
 }
 
+TEST_CASE("an owner filling a gap sends mirrors each event with its own "
+          "state", "[actors]") {
+  // As in the test above, b's store holds events a gave up on, here two
+  // events of an operation. a adopts them and fills the gap for its
+  // subscriber; a node mirroring the room must get event 4 with the
+  // state after 4, not after 5, or a client subscribing there in between
+  // gets a current_state ahead of its offset.
+  auto table_a = std::make_shared<actors::placement_table>("a");
+  fixture f{std::chrono::seconds(30), {}, table_a};
+  actors::node_state node_b;
+  auto store_b = std::make_shared<persistence::memory_store>();
+  actors::history_writer_config wc;
+  wc.detached = false;
+  auto writer_b = actors::spawn_history_writer(*f.sys, store_b, node_b, wc);
+  auto table_b = std::make_shared<actors::placement_table>("b");
+  actors::room_config rc;
+  rc.placement = table_b;
+  auto kinds = std::make_shared<kind_registry_t>();
+  kinds->add_operation_kind("index");
+  rc.kinds = kinds;
+  auto dir_b = actors::spawn_room_directory(*f.sys, writer_b, node_b, rc);
+  // A mirror: records each event the owner sends it, with the state.
+  using sent = std::pair<persistence::stored_event, std::string>;
+  auto got = std::make_shared<std::vector<sent>>();
+  caf::actor mirror;
+  struct stop_others { // before the fixture stops, on any exit
+    fixture& f;
+    caf::actor dir;
+    caf::actor& mirror;
+    ~stop_others() {
+      caf::anon_send(dir, actors::shutdown_atom::value);
+      if (mirror)
+        caf::anon_send_exit(mirror, caf::exit_reason::user_shutdown);
+      f.run();
+    }
+  } stopper{f, dir_b, mirror};
+  std::uint64_t version = 1;
+  auto set_views = [&] {
+    ++version;
+    for (auto& [table, self] :
+         {std::pair{table_a, std::string{"a"}}, {table_b, std::string{"b"}}}) {
+      auto v = std::make_shared<actors::placement_view>();
+      v->version = version;
+      v->self = self;
+      v->live = {"a", "b"};
+      v->endpoints["a"] = self == "a" ? nullptr
+                                      : caf::actor_cast<caf::strong_actor_ptr>(
+                                            f.directory);
+      v->endpoints["b"] = self == "b" ? nullptr
+                                      : caf::actor_cast<caf::strong_actor_ptr>(
+                                            dir_b);
+      table->replace(std::move(v));
+    }
+    caf::anon_send(f.directory, actors::view_atom::value);
+    caf::anon_send(dir_b, actors::view_atom::value);
+    f.run();
+  };
+  set_views();
+  std::string op;
+  for (int i = 0; op.empty(); ++i) {
+    auto id = "gap" + std::to_string(i);
+    if (table_a->current()->owner("index:" + id) == "a")
+      op = id;
+  }
+  auto room = "index:" + op;
+  auto key = "Bearer " + f.api_key;
+  REQUIRE(f.http("POST", "/api/v1/operations", key,
+                 R"({"id":")" + op + R"(","kind":"index","owner":"alice"})")
+              .status == 201);
+  auto c = f.connect(f.token("alice", {"index:*"}));
+  c.send(R"({"type":"subscribe","room_id":")" + room + R"("})");
+  f.run();
+  mirror = f.sys->spawn([got, room, dir = f.directory](
+                            caf::event_based_actor* self) -> caf::behavior {
+    self->request(dir, caf::infinite, actors::r_attach_atom::value,
+                  room, caf::actor_cast<caf::actor>(self), std::string{},
+                  std::uint64_t{0})
+        .then([](std::string&, std::uint64_t, bool, std::string&,
+                 caf::actor&) {});
+    return {
+        [=](actors::r_event_atom, persistence::stored_event& ev,
+            std::string& state) { got->emplace_back(std::move(ev), state); },
+    };
+  });
+  f.run();
+  auto event = [&](int n) {
+    auto r = f.http("POST", "/api/v1/operations/" + op + "/events", key,
+                    R"({"type":"file_processing","data":{"processed_files":)" +
+                        std::to_string(n) + R"(,"total_files":9}})");
+    INFO(r.body);
+    REQUIRE(r.status == 200);
+  };
+  for (int n = 1; n <= 3; ++n)
+    event(n);
+  REQUIRE(got->size() == 3);
+  REQUIRE(store_b->position(room)->offset == 3);
+
+  // Events 4 and 5 as a's room sent them to b, state included; a never
+  // took b's answer.
+  auto epoch = f.epoch_of(room);
+  const auto* reducer = kinds->operation_reducer("index");
+  REQUIRE(reducer);
+  persistence::replica_batch batch;
+  batch.room = room;
+  batch.epoch = epoch;
+  batch.after = 3;
+  std::vector<std::string> states{got->back().second};
+  for (std::uint64_t off = 4; off <= 5; ++off) {
+    auto ev = got->back().first;
+    ev.offset = off;
+    ev.data = R"({"processed_files":)" + std::to_string(off) +
+              R"(,"total_files":9})";
+    ev.publish_id.clear();
+    states.push_back(reducer->apply(
+        states.back(), actors::to_publication(*protocol::parse_room_id(room),
+                                              epoch, persistence::stored_event{
+                                                         ev})));
+    batch.events.push_back(ev);
+  }
+  REQUIRE(states[1] != states[2]);
+  batch.snapshots.push_back({room, 5, states[2]});
+  auto stored = std::make_shared<bool>(false);
+  f.sys->spawn([=](caf::event_based_actor* self) {
+    self->request(dir_b, caf::infinite, actors::repl_atom::value,
+                  std::string{"a"}, batch)
+        .then([=](bool ok, std::uint64_t) { *stored = ok; });
+  });
+  f.run();
+  REQUIRE(*stored);
+
+  set_views(); // a adopts b's copy and fills the gap
+  REQUIRE(got->size() == 5);
+  CHECK((*got)[3].first.offset == 4);
+  CHECK(json::parse((*got)[3].second) == json::parse(states[1]));
+  CHECK((*got)[4].first.offset == 5);
+  CHECK(json::parse((*got)[4].second) == json::parse(states[2]));
+  // The owner's own state ends where the adopted snapshot is.
+  auto now = f.http("GET", "/api/v1/operations/" + op, key);
+  REQUIRE(now.status == 200);
+  CHECK(json::parse(now.body)["offset"] == 5);
+  CHECK(json::parse(now.body)["state"] == json::parse(states[2]));
+  CHECK(room_frames(*c.sink, room).size() >= 5);
+}
+
 TEST_CASE("a view change keeps waiting for a replica that is still there",
           "[actors]") {
   // Node a (the fixture) owns the room; b and c are stand-ins that answer

@@ -16,6 +16,13 @@ publish_through_any_node  subscribers on every node; publishes take turns
 single_node_path          the same run as the first, with the room owned by
                           n1 and subscribers and publisher on n1: the path
                           without forwarding, for comparison.
+operations_across_nodes   an operation created through each node; its events
+                          posted through every node get dense offsets, and
+                          every node reads its state. Afterwards each node
+                          still stores: a publish to a room owned by each
+                          node, through each node, is acknowledged. (Copying
+                          an operation record to the other nodes once
+                          stopped their history writers.)
 
 Printed for the record (never asserted): `figure latency_ms ...` end to end
 (publish request sent -> event received) and `figure ack_ms ...` for the
@@ -24,8 +31,10 @@ cross-node and the single-node path.
 usage: /usr/bin/python3 test_cluster_routing.py <path to tidings>
 """
 
+import json
 import os
 import sys
+import uuid
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -120,6 +129,49 @@ async def single_node_path(ctx):
                                      % (n1.id, n1.id, SUBSCRIBERS, n1.id))
 
 
+async def operations_across_nodes(ctx):
+    cl = ctx["cluster"]
+    key = {"Authorization": "Bearer " + h.API_KEY}
+
+    def call(node, method, path, body=None):
+        r = h.http(method, node.srv.url(path), body=body, headers=key)
+        try:
+            return r.status, json.loads(r.body)
+        except ValueError:
+            return r.status, r.body
+
+    tag = uuid.uuid4().hex[:8]
+    for i, creator in enumerate(cl.nodes):
+        op = "op-%s-%d" % (tag, i)
+        st, body = call(creator, "POST", "/api/v1/operations",
+                        {"id": op, "kind": "job", "owner": "alice"})
+        h.check(st == 201, "create %s through %s: %s %r"
+                % (op, creator.id, st, body))
+        for k, n in enumerate(cl.nodes):
+            st, body = call(n, "POST", "/api/v1/operations/%s/events" % op,
+                            {"type": "progress",
+                             "data": {"percent": 10 * (k + 1)}})
+            h.check(st == 200 and body.get("offset") == k + 1,
+                    "event %d of %s through %s: %s %r"
+                    % (k + 1, op, n.id, st, body))
+        for n in cl.nodes:
+            st, body = call(n, "GET", "/api/v1/operations/%s" % op)
+            h.check(st == 200 and body.get("offset") == len(cl.nodes),
+                    "state of %s through %s: %s %r" % (op, n.id, st, body))
+    for owner in cl.nodes:
+        room = ct.find_room(cl.nodes, owner=owner.id, tag="after-op")
+        for n in cl.nodes:
+            st, body = call(n, "POST", "/api/v1/publish",
+                            {"room_id": room, "type": "t", "data": n.id})
+            h.check(st == 200, "publish to %s (owner %s) through %s after "
+                    "the operations: %s %r" % (room, owner.id, n.id, st,
+                                               body))
+    for n in cl.nodes:
+        bad = [line for line in n.srv.stderr_lines
+               if "unexpected message" in line]
+        h.check(not bad, "%s printed %r" % (n.id, bad[:3]))
+
+
 def main():
     binary = h.tidings_bin()
     runner = h.Runner("test_cluster_routing")
@@ -134,6 +186,7 @@ def main():
         runner.run("cross_node_routing", cross_node_routing, ctx)
         runner.run("publish_through_any_node", publish_through_any_node, ctx)
         runner.run("single_node_path", single_node_path, ctx)
+        runner.run("operations_across_nodes", operations_across_nodes, ctx)
         for n in cluster.nodes:
             if not n.srv.alive():
                 runner.failures.append("%s_alive" % n.id)
