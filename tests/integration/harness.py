@@ -768,6 +768,20 @@ class Runner:
         self.script = script
         self.failures = []
         self.servers = []  # servers whose output to print on failure
+        self.seen = {}     # server -> how many stderr lines were checked
+
+    def unexpected_messages(self):
+        """Lines CAF printed for a message no handler took, since the last
+        call. Such a message means an actor sent to another without taking
+        its answer, and CAF's error reply can stop the receiver."""
+        found = []
+        for s in self.servers:
+            lines = list(s.stderr_lines)
+            start = self.seen.get(s, 0)
+            found += [line for line in lines[start:]
+                      if "*** unexpected message" in line]
+            self.seen[s] = len(lines)
+        return found
 
     def run(self, name, fn, *args):
         t0 = time.monotonic()
@@ -775,6 +789,8 @@ class Runner:
             res = fn(*args)
             if asyncio.iscoroutine(res):
                 asyncio.run(asyncio.wait_for(res, 90))
+            bad = self.unexpected_messages()
+            check(not bad, "a server printed %r" % bad[:3])
         except Exception as e:  # noqa: BLE001 - reported, not swallowed
             dt = time.monotonic() - t0
             self.failures.append(name)
@@ -810,6 +826,11 @@ class Runner:
         print("PASS %s" % name, flush=True)
 
     def finish(self):
+        bad = self.unexpected_messages()
+        if bad:
+            self.failures.append("unexpected_messages")
+            print("FAIL unexpected_messages: a server printed %r" % bad[:3],
+                  flush=True)
         for s in self.servers:
             s.cleanup()
         if self.failures:
