@@ -105,9 +105,9 @@ std::string history_body(const protocol::room_id& room,
 
 /// Waits for the answers to API requests that need an actor (publishes,
 /// operation creations, events and reads, history pages), for every HTTP
-/// session at once. One long-lived actor instead of one actor per request, and no
-/// CAF request timeout: each of those wakes CAF's timer thread when it is
-/// set, when its actor ends with it pending, and when it fires. The
+/// session at once. One long-lived actor instead of one actor per request,
+/// and no CAF request timeout: each of those wakes CAF's timer thread when
+/// it is set, when its actor ends with it pending, and when it fires. The
 /// backstop is a sweep once a second that answers a request still
 /// unanswered after `api_deadline` with `unavailable`.
 struct relay_state {

@@ -76,8 +76,8 @@ class gateway : public transport::application {
   ~gateway() override;
 
   /// Stops the actor that waits for the answers of API requests; later
-  /// publishes, operation calls and history pages answer `unavailable`. Called before the actor system waits
-  /// for its actors to finish.
+  /// publishes, operation calls and history pages answer `unavailable`.
+  /// Called before the actor system waits for its actors to finish.
   void stop();
 
   void handle_http(transport::http_request req,

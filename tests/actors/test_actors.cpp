@@ -974,8 +974,9 @@ TEST_CASE("an owner that adopts events only its replica stored keeps their "
   f.run();
   auto publish = [&](const std::string& pid, int n) {
     auto r = f.http("POST", "/api/v1/publish", "Bearer " + f.api_key,
-                    R"({"room_id":")" + room + R"(","type":"t","publish_id":")" +
-                        pid + R"(","data":)" + std::to_string(n) + "}");
+                    R"({"room_id":")" + room +
+                        R"(","type":"t","publish_id":")" + pid +
+                        R"(","data":)" + std::to_string(n) + "}");
     INFO(r.body);
     REQUIRE(r.status == 200);
     return json::parse(r.body)["offset"].get<std::uint64_t>();
@@ -1179,7 +1180,8 @@ TEST_CASE("a view change keeps waiting for a replica that is still there",
             return caf::make_message(std::string{}, std::uint64_t{0});
           },
           [=](actors::repl_atom, const std::string&,
-              persistence::replica_batch& b) -> caf::result<bool, std::uint64_t> {
+              persistence::replica_batch& b)
+              -> caf::result<bool, std::uint64_t> {
             if (ps->hold) {
               ps->held.push_back(self->make_response_promise());
               return caf::delegated<bool, std::uint64_t>{};
