@@ -1422,6 +1422,10 @@ TEST_CASE("operations: created, folded, current_state first, hand-over",
   REQUIRE(got.status == 200);
   auto g = json::parse(got.body);
   CHECK(g["offset"] == 4);
+  CHECK(g["id"] == "op1");
+  CHECK(g["kind"] == "index");
+  CHECK(g["owner"] == "alice");
+  CHECK(g["room_id"] == "index:op1");
   CHECK(g["state"]["status"] == "completed");
   CHECK(g["state"]["terminal"] == true);
   CHECK(json::parse(state) == g["state"]);
