@@ -912,6 +912,80 @@ TEST_CASE("a repeated publish_id returns the first offset", "[actors]") {
   CHECK(stored->size() == 3); // a, b, c: no duplicates stored
 }
 
+namespace {
+
+/// Node a is `f` (its placement table `a_table`); node b is a second
+/// directory and writer in the same actor system, with its own table. Both
+/// see {a, b} alive; set_views() gives both a new view.
+struct two_nodes {
+  std::shared_ptr<actors::placement_table> a_table =
+      std::make_shared<actors::placement_table>("a");
+  fixture f{std::chrono::seconds(30), {}, a_table};
+  actors::node_state b_node;
+  std::shared_ptr<persistence::memory_store> b_store =
+      std::make_shared<persistence::memory_store>();
+  std::shared_ptr<actors::placement_table> b_table =
+      std::make_shared<actors::placement_table>("b");
+  caf::actor b_dir;
+  std::uint64_t version = 1;
+
+  explicit two_nodes(std::shared_ptr<const kind_registry_t> b_kinds = {}) {
+    actors::history_writer_config wc;
+    wc.detached = false;
+    auto writer = actors::spawn_history_writer(*f.sys, b_store, b_node, wc);
+    actors::room_config rc;
+    rc.placement = b_table;
+    rc.kinds = std::move(b_kinds);
+    b_dir = actors::spawn_room_directory(*f.sys, writer, b_node, rc);
+    set_views();
+  }
+  ~two_nodes() { // b stops before the fixture does
+    caf::anon_send(b_dir, actors::shutdown_atom::value);
+    f.run();
+  }
+
+  void set_views() {
+    ++version;
+    for (auto& [table, self] :
+         {std::pair{a_table, std::string{"a"}}, {b_table, std::string{"b"}}}) {
+      auto v = std::make_shared<actors::placement_view>();
+      v->version = version;
+      v->self = self;
+      v->live = {"a", "b"};
+      v->endpoints["a"] = self == "a" ? nullptr
+                                      : caf::actor_cast<caf::strong_actor_ptr>(
+                                            f.directory);
+      v->endpoints["b"] =
+          self == "b" ? nullptr : caf::actor_cast<caf::strong_actor_ptr>(b_dir);
+      table->replace(std::move(v));
+    }
+    caf::anon_send(f.directory, actors::view_atom::value);
+    caf::anon_send(b_dir, actors::view_atom::value);
+    f.run();
+  }
+
+  /// The first `prefix`N that a owns.
+  std::string room_owned_by_a(const std::string& prefix) {
+    for (int i = 0;; ++i)
+      if (a_table->current()->owner(prefix + std::to_string(i)) == "a")
+        return prefix + std::to_string(i);
+  }
+
+  /// Hands b a batch as a's room sends it; whether b stored it.
+  bool replicate_to_b(persistence::replica_batch batch) {
+    auto stored = std::make_shared<bool>(false);
+    f.sys->spawn([=, dir = b_dir](caf::event_based_actor* self) {
+      self->request(dir, caf::infinite, actors::repl_atom::value,
+                    std::string{"a"}, batch)
+          .then([=](bool ok, std::uint64_t) { *stored = ok; });
+    });
+    f.run();
+    return *stored;
+  }
+};
+
+} // namespace
+
 TEST_CASE("an owner that adopts events only its replica stored keeps their "
           "publish_ids", "[actors]") {
   // Node a (the fixture) owns the room; node b is a second directory and
@@ -920,54 +994,10 @@ TEST_CASE("an owner that adopts events only its replica stored keeps their "
   // replication). On the view change a looks for further copies, adopts
   // b's and fills the gap for its subscriber. A retry of that event's
   // publish_id must get its offset back, not a second one.
-  auto table_a = std::make_shared<actors::placement_table>("a");
-  fixture f{std::chrono::seconds(30), {}, table_a};
-  actors::node_state node_b;
-  auto store_b = std::make_shared<persistence::memory_store>();
-  actors::history_writer_config wc;
-  wc.detached = false;
-  auto writer_b = actors::spawn_history_writer(*f.sys, store_b, node_b, wc);
-  auto table_b = std::make_shared<actors::placement_table>("b");
-  actors::room_config rc;
-  rc.placement = table_b;
-  auto dir_b = actors::spawn_room_directory(*f.sys, writer_b, node_b, rc);
-  struct stop_b { // before the fixture stops, on any exit
-    fixture& f;
-    caf::actor dir;
-    ~stop_b() {
-      caf::anon_send(dir, actors::shutdown_atom::value);
-      f.run();
-    }
-  } stopper{f, dir_b};
-  std::uint64_t version = 1;
-  auto set_views = [&] {
-    ++version;
-    for (auto& [table, self] :
-         {std::pair{table_a, std::string{"a"}}, {table_b, std::string{"b"}}}) {
-      auto v = std::make_shared<actors::placement_view>();
-      v->version = version;
-      v->self = self;
-      v->live = {"a", "b"};
-      v->endpoints["a"] = self == "a" ? nullptr
-                                      : caf::actor_cast<caf::strong_actor_ptr>(
-                                            f.directory);
-      v->endpoints["b"] = self == "b" ? nullptr
-                                      : caf::actor_cast<caf::strong_actor_ptr>(
-                                            dir_b);
-      table->replace(std::move(v));
-    }
-    caf::anon_send(f.directory, actors::view_atom::value);
-    caf::anon_send(dir_b, actors::view_atom::value);
-    f.run();
-  };
-  set_views();
-  std::string room;
-  for (int i = 0; room.empty(); ++i) {
-    auto id = "execution:adopt" + std::to_string(i);
-    if (table_a->current()->owner(id) == "a")
-      room = id;
-  }
-  REQUIRE(table_a->current()->replica(room) == "b");
+  two_nodes nodes;
+  auto& f = nodes.f;
+  auto room = nodes.room_owned_by_a("execution:adopt");
+  REQUIRE(nodes.a_table->current()->replica(room) == "b");
 
   auto c = f.connect(f.token("alice", {"execution:*"}));
   c.send(R"({"type":"subscribe","room_id":")" + room + R"("})");
@@ -984,7 +1014,7 @@ TEST_CASE("an owner that adopts events only its replica stored keeps their "
   for (int i = 1; i <= 3; ++i)
     REQUIRE(publish("p" + std::to_string(i), i) == std::uint64_t(i));
   auto epoch = f.epoch_of(room);
-  REQUIRE(store_b->position(room)->offset == 3); // replicated before commit
+  REQUIRE(nodes.b_store->position(room)->offset == 3); // replicated first
 
   // Event 4 as a's room sent it to b, whose answer a never took.
   persistence::replica_batch batch;
@@ -992,17 +1022,10 @@ TEST_CASE("an owner that adopts events only its replica stored keeps their "
   batch.epoch = epoch;
   batch.after = 3;
   batch.events.push_back({room, 4, actors::unix_now_ms(), "t", "", "4", "p4"});
-  auto stored = std::make_shared<bool>(false);
-  f.sys->spawn([=](caf::event_based_actor* self) {
-    self->request(dir_b, caf::infinite, actors::repl_atom::value,
-                  std::string{"a"}, batch)
-        .then([=](bool ok, std::uint64_t) { *stored = ok; });
-  });
-  f.run();
-  REQUIRE(*stored);
+  REQUIRE(nodes.replicate_to_b(batch));
   REQUIRE(f.store->position(room)->offset == 3);
 
-  set_views(); // same members, a new view: a looks for further copies
+  nodes.set_views(); // same members, a new view: a looks for further copies
   CHECK(f.store->position(room)->offset == 4);
   CHECK(publish("p4", 4) == 4); // the retry: its first offset
   CHECK(publish("p5", 5) == 5);
@@ -1025,64 +1048,25 @@ TEST_CASE("an owner filling a gap sends mirrors each event with its own "
   // subscriber; a node mirroring the room must get event 4 with the
   // state after 4, not after 5, or a client subscribing there in between
   // gets a current_state ahead of its offset.
-  auto table_a = std::make_shared<actors::placement_table>("a");
-  fixture f{std::chrono::seconds(30), {}, table_a};
-  actors::node_state node_b;
-  auto store_b = std::make_shared<persistence::memory_store>();
-  actors::history_writer_config wc;
-  wc.detached = false;
-  auto writer_b = actors::spawn_history_writer(*f.sys, store_b, node_b, wc);
-  auto table_b = std::make_shared<actors::placement_table>("b");
-  actors::room_config rc;
-  rc.placement = table_b;
   auto kinds = std::make_shared<kind_registry_t>();
   kinds->add_operation_kind("index");
-  rc.kinds = kinds;
-  auto dir_b = actors::spawn_room_directory(*f.sys, writer_b, node_b, rc);
+  two_nodes nodes{kinds};
+  auto& f = nodes.f;
   // A mirror: records each event the owner sends it, with the state.
   using sent = std::pair<persistence::stored_event, std::string>;
   auto got = std::make_shared<std::vector<sent>>();
   caf::actor mirror;
-  struct stop_others { // before the fixture stops, on any exit
+  struct stop_mirror { // before the nodes stop, on any exit
     fixture& f;
-    caf::actor dir;
     caf::actor& mirror;
-    ~stop_others() {
-      caf::anon_send(dir, actors::shutdown_atom::value);
+    ~stop_mirror() {
       if (mirror)
         caf::anon_send_exit(mirror, caf::exit_reason::user_shutdown);
       f.run();
     }
-  } stopper{f, dir_b, mirror};
-  std::uint64_t version = 1;
-  auto set_views = [&] {
-    ++version;
-    for (auto& [table, self] :
-         {std::pair{table_a, std::string{"a"}}, {table_b, std::string{"b"}}}) {
-      auto v = std::make_shared<actors::placement_view>();
-      v->version = version;
-      v->self = self;
-      v->live = {"a", "b"};
-      v->endpoints["a"] = self == "a" ? nullptr
-                                      : caf::actor_cast<caf::strong_actor_ptr>(
-                                            f.directory);
-      v->endpoints["b"] = self == "b" ? nullptr
-                                      : caf::actor_cast<caf::strong_actor_ptr>(
-                                            dir_b);
-      table->replace(std::move(v));
-    }
-    caf::anon_send(f.directory, actors::view_atom::value);
-    caf::anon_send(dir_b, actors::view_atom::value);
-    f.run();
-  };
-  set_views();
-  std::string op;
-  for (int i = 0; op.empty(); ++i) {
-    auto id = "gap" + std::to_string(i);
-    if (table_a->current()->owner("index:" + id) == "a")
-      op = id;
-  }
-  auto room = "index:" + op;
+  } stopper{f, mirror};
+  auto room = nodes.room_owned_by_a("index:gap");
+  auto op = room.substr(std::string{"index:"}.size());
   auto key = "Bearer " + f.api_key;
   REQUIRE(f.http("POST", "/api/v1/operations", key,
                  R"({"id":")" + op + R"(","kind":"index","owner":"alice"})")
@@ -1113,7 +1097,7 @@ TEST_CASE("an owner filling a gap sends mirrors each event with its own "
   for (int n = 1; n <= 3; ++n)
     event(n);
   REQUIRE(got->size() == 3);
-  REQUIRE(store_b->position(room)->offset == 3);
+  REQUIRE(nodes.b_store->position(room)->offset == 3);
 
   // Events 4 and 5 as a's room sent them to b, state included; a never
   // took b's answer.
@@ -1139,16 +1123,9 @@ TEST_CASE("an owner filling a gap sends mirrors each event with its own "
   }
   REQUIRE(states[1] != states[2]);
   batch.snapshots.push_back({room, 5, states[2]});
-  auto stored = std::make_shared<bool>(false);
-  f.sys->spawn([=](caf::event_based_actor* self) {
-    self->request(dir_b, caf::infinite, actors::repl_atom::value,
-                  std::string{"a"}, batch)
-        .then([=](bool ok, std::uint64_t) { *stored = ok; });
-  });
-  f.run();
-  REQUIRE(*stored);
+  REQUIRE(nodes.replicate_to_b(batch));
 
-  set_views(); // a adopts b's copy and fills the gap
+  nodes.set_views(); // a adopts b's copy and fills the gap
   REQUIRE(got->size() == 5);
   CHECK((*got)[3].first.offset == 4);
   CHECK(json::parse((*got)[3].second) == json::parse(states[1]));
